@@ -1,0 +1,147 @@
+// JobConfig: the validated, typed form of a job's YAML/JSON config. Key names and meanings follow
+// DeepSpeed's where DeepSpeed has the thing (train_batch_size, optimizer{type,params}, fp16{...},
+// zero_optimization{...}); zerotrain's own sections are model, data, train, activation_checkpointing,
+// checkpoint and backend. Parsing rejects unknown keys, wrong types, out-of-range values and
+// impossible combinations with a message naming the key path and the source line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/core/status.h"
+
+namespace zt {
+
+struct ModelConfig {
+  std::string family = "gpt2";
+  int vocab_size = 0;
+  int block_size = 0;  // maximum sequence length (rows of wpe); also the training sequence length
+  int n_layer = 0;
+  int n_head = 0;
+  int n_embd = 0;
+  uint64_t seed = 0;
+  std::string init_from;  // optional .safetensors in Hugging Face GPT-2 layout
+};
+
+enum class DataFormat { kLlmc, kRawU16 };
+
+struct DataConfig {
+  std::string path;
+  DataFormat format = DataFormat::kLlmc;
+  bool shuffle = false;
+  uint64_t seed = 0;
+};
+
+struct OptimizerConfig {
+  std::string type = "AdamW";  // "AdamW" or "Adam" (DeepSpeed's Adam defaults to adam_w_mode)
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.01f;
+};
+
+enum class WarmupType { kLog, kLinear };
+
+// DeepSpeed's scheduler families. `type` empty: constant optimizer.lr.
+struct SchedulerConfig {
+  std::string type;  // "", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR"
+  double warmup_min_lr = 0.0;
+  double warmup_max_lr = 0.001;
+  int64_t warmup_num_steps = 1000;
+  WarmupType warmup_type = WarmupType::kLog;
+  int64_t total_num_steps = 0;     // WarmupDecayLR, WarmupCosineLR (required there)
+  double warmup_min_ratio = 0.0;   // WarmupCosineLR
+  double cos_min_ratio = 0.0001;   // WarmupCosineLR
+};
+
+struct Fp16Config {
+  bool enabled = false;
+  double loss_scale = 0.0;  // 0: dynamic
+  int initial_scale_power = 16;
+  int loss_scale_window = 1000;
+  int hysteresis = 2;
+  double min_loss_scale = 1.0;
+};
+
+struct Bf16Config {
+  bool enabled = false;
+};
+
+enum class OffloadDevice { kNone, kCpu, kNvme };
+
+struct OffloadConfig {
+  OffloadDevice device = OffloadDevice::kNone;
+  std::string nvme_path;
+  int buffer_count = 4;
+  bool pin_memory = false;
+};
+
+struct ZeroConfig {
+  int stage = 0;
+  OffloadConfig offload_optimizer;
+  OffloadConfig offload_param;
+  int64_t reduce_bucket_size = 500'000'000;
+  int64_t allgather_bucket_size = 500'000'000;
+  bool overlap_comm = false;
+  int64_t stage3_prefetch_bucket_size = 50'000'000;
+  int64_t stage3_param_persistence_threshold = 100'000;
+};
+
+enum class CheckpointPolicy { kNone, kLayer, kEveryN, kSelective };
+
+struct ActivationCheckpointingConfig {
+  CheckpointPolicy policy = CheckpointPolicy::kNone;
+  int every_n = 1;  // used by kEveryN
+};
+
+struct CheckpointConfig {
+  int64_t every_steps = 0;  // 0: only on request
+  int keep_last = 0;        // 0: keep all
+};
+
+struct TrainConfig {
+  int64_t steps = 0;
+};
+
+enum class BackendKind { kCpu, kCuda };
+
+struct JobConfig {
+  // Batch: train_batch_size = micro * gradient_accumulation_steps * world. Any two determine the
+  // third; resolve_batch_sizes fills the missing one once the world size is known (0 = not given).
+  int64_t train_batch_size = 0;
+  int64_t train_micro_batch_size_per_gpu = 0;
+  int64_t gradient_accumulation_steps = 0;
+  double gradient_clipping = 0.0;  // 0: no clipping
+  int64_t steps_per_print = 10;
+
+  OptimizerConfig optimizer;
+  SchedulerConfig scheduler;
+  Fp16Config fp16;
+  Bf16Config bf16;
+  ZeroConfig zero;
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  ActivationCheckpointingConfig activation_checkpointing;
+  CheckpointConfig checkpoint;
+  BackendKind backend = BackendKind::kCpu;
+
+  // Where relative paths (data.path, model.init_from, nvme_path) were resolved from.
+  std::string source_path;
+};
+
+// Parses and validates YAML or JSON text. `source_name` names the file in messages. Relative paths
+// are resolved against `base_dir` (the config file's folder). Data files must exist.
+Result<JobConfig> parse_job_config(const std::string& text, const std::string& source_name,
+                                   const std::string& base_dir);
+// Reads and parses a config file.
+Result<JobConfig> load_job_config(const std::string& path);
+
+// Fills in the batch-size key left out (or checks all three) for `world_size` ranks.
+Status resolve_batch_sizes(JobConfig& cfg, int world_size);
+
+// The resolved config as YAML (every key, defaults filled in), for config.resolved.yaml.
+std::string to_yaml(const JobConfig& cfg);
+
+}  // namespace zt
