@@ -1,0 +1,255 @@
+#include "runtime/model/gpt2.h"
+
+#include <fmt/format.h>
+
+namespace zt {
+
+struct Gpt2Model::LayerParams {
+  Tensor ln1w, ln1b, qkvw, qkvb, attpw, attpb, ln2w, ln2b, fcw, fcb, fcpw, fcpb;
+};
+
+// The tensors one block's backward reads. Under `selective` the attention fields of every layer
+// alias one shared set.
+struct Gpt2Model::LayerActs {
+  Tensor ln1, ln1_mean, ln1_rstd, qkv, atty, lse;  // attention part
+  Tensor res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu;  // MLP part
+};
+
+Gpt2Model::Gpt2Model(Backend& backend, const ModelConfig& cfg,
+                     const ActivationCheckpointingConfig& ckpt, DType dtype, int B, int T)
+    : backend_(backend),
+      ops_(backend.ops()),
+      cfg_(cfg),
+      ckpt_(ckpt),
+      dtype_(dtype),
+      layout_(make_param_layout(gpt2_param_inventory(cfg))) {
+  shape_ = {B, T, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size, cfg.block_size};
+}
+
+Gpt2Model::~Gpt2Model() = default;
+
+Result<std::unique_ptr<Gpt2Model>> Gpt2Model::create(Backend& backend, const ModelConfig& cfg,
+                                                     const ActivationCheckpointingConfig& ckpt,
+                                                     DType dtype, int B, int T) {
+  if (cfg.family != "gpt2")
+    return make_error(StatusCode::kUnsupported, "model.family '{}' is not supported", cfg.family);
+  if (T < 1 || T > cfg.block_size)
+    return make_error(StatusCode::kInvalidArgument, "sequence length {} outside [1, block_size={}]",
+                      T, cfg.block_size);
+  ZT_RETURN_IF_ERROR(backend.ops().supports(dtype));
+  std::unique_ptr<Gpt2Model> m(new Gpt2Model(backend, cfg, ckpt, dtype, B, T));
+  ZT_RETURN_IF_ERROR(m->allocate().with_context("allocating GPT-2 activations"));
+  return m;
+}
+
+Result<Tensor> Gpt2Model::alloc(Shape shape, DType dtype) {
+  ZT_ASSIGN_OR_RETURN(Buffer buf, backend_.allocate(static_cast<size_t>(shape.numel()) *
+                                                         dtype_size(dtype),
+                                                     MemCategory::kActivations));
+  activation_bytes_ += static_cast<int64_t>(buf.bytes());
+  Tensor t = buf.as(dtype, shape);
+  buffers_.push_back(std::move(buf));
+  return t;
+}
+
+Status Gpt2Model::allocate() {
+  const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T, C = shape_.C, L = shape_.L;
+  const int64_t B = shape_.B, T = shape_.T, NH = shape_.NH;
+  const DType dt = dtype_;
+  auto alloc_attention = [&](LayerActs& a) -> Status {
+    ZT_ASSIGN_OR_RETURN(a.ln1, alloc({N, C}, dt));
+    ZT_ASSIGN_OR_RETURN(a.ln1_mean, alloc({N}, DType::kF32));
+    ZT_ASSIGN_OR_RETURN(a.ln1_rstd, alloc({N}, DType::kF32));
+    ZT_ASSIGN_OR_RETURN(a.qkv, alloc({B, T, 3 * C}, dt));
+    ZT_ASSIGN_OR_RETURN(a.atty, alloc({B, T, C}, dt));
+    ZT_ASSIGN_OR_RETURN(a.lse, alloc({B, NH, T}, DType::kF32));
+    return Status::ok();
+  };
+  auto alloc_mlp = [&](LayerActs& a) -> Status {
+    ZT_ASSIGN_OR_RETURN(a.res2, alloc({N, C}, dt));
+    ZT_ASSIGN_OR_RETURN(a.ln2, alloc({N, C}, dt));
+    ZT_ASSIGN_OR_RETURN(a.ln2_mean, alloc({N}, DType::kF32));
+    ZT_ASSIGN_OR_RETURN(a.ln2_rstd, alloc({N}, DType::kF32));
+    ZT_ASSIGN_OR_RETURN(a.fch, alloc({N, 4 * C}, dt));
+    ZT_ASSIGN_OR_RETURN(a.fch_gelu, alloc({N, 4 * C}, dt));
+    return Status::ok();
+  };
+
+  const CheckpointPolicy policy = ckpt_.policy;
+  const int n = policy == CheckpointPolicy::kEveryN ? std::max(1, ckpt_.every_n) : 1;
+
+  // Residual stream at block boundaries 0..L. every_n keeps the segment inputs and the final
+  // output; the boundaries inside a segment share n-1 buffers that recompute refills.
+  residual_of_.assign(static_cast<size_t>(L + 1), -1);
+  std::vector<int> inner(static_cast<size_t>(n), -1);
+  for (int64_t b = 0; b <= L; ++b) {
+    const bool kept = policy != CheckpointPolicy::kEveryN || b % n == 0 || b == L;
+    int& slot = kept ? residual_of_[static_cast<size_t>(b)] : inner[static_cast<size_t>(b % n)];
+    if (slot < 0) {
+      ZT_ASSIGN_OR_RETURN(Tensor t, alloc({N, C}, dt));
+      residual_.push_back(t);
+      slot = static_cast<int>(residual_.size()) - 1;
+    }
+    residual_of_[static_cast<size_t>(b)] = slot;
+  }
+
+  // Activation sets.
+  int sets = static_cast<int>(L);
+  if (policy == CheckpointPolicy::kLayer) sets = 1;
+  if (policy == CheckpointPolicy::kEveryN) sets = static_cast<int>(std::min<int64_t>(n, L));
+  LayerActs shared;
+  if (policy == CheckpointPolicy::kSelective) ZT_RETURN_IF_ERROR(alloc_attention(shared));
+  for (int s = 0; s < sets; ++s) {
+    auto a = std::make_unique<LayerActs>();
+    if (policy == CheckpointPolicy::kSelective) {
+      *a = shared;
+    } else {
+      ZT_RETURN_IF_ERROR(alloc_attention(*a));
+    }
+    ZT_RETURN_IF_ERROR(alloc_mlp(*a));
+    act_sets_.push_back(std::move(a));
+  }
+  acts_of_.resize(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l) acts_of_[static_cast<size_t>(l)] = static_cast<int>(l % sets);
+
+  ZT_ASSIGN_OR_RETURN(lnf_, alloc({N, C}, dt));
+  ZT_ASSIGN_OR_RETURN(lnf_mean_, alloc({N}, DType::kF32));
+  ZT_ASSIGN_OR_RETURN(lnf_rstd_, alloc({N}, DType::kF32));
+  ZT_ASSIGN_OR_RETURN(logits_, alloc({N, shape_.V}, dt));
+  ZT_ASSIGN_OR_RETURN(losses_, alloc({N}, DType::kF32));
+  // Gradient and scratch buffers of the backward pass (live only during one micro-batch).
+  ZT_ASSIGN_OR_RETURN(dx_, alloc({N, C}, dt));
+  ZT_ASSIGN_OR_RETURN(scratch_c_, alloc({N, C}, dt));
+  ZT_ASSIGN_OR_RETURN(scratch_c2_, alloc({N, C}, dt));
+  ZT_ASSIGN_OR_RETURN(scratch_3c_, alloc({B, T, 3 * C}, dt));
+  ZT_ASSIGN_OR_RETURN(scratch_4c_, alloc({N, 4 * C}, dt));
+  return Status::ok();
+}
+
+void Gpt2Model::bind(Tensor flat_params, Tensor flat_grads) {
+  ZT_CHECK(flat_params.dtype == dtype_ && flat_params.numel() == layout_.total,
+           "flat params must be {} x {}, got {} x {}", dtype_name(dtype_), layout_.total,
+           dtype_name(flat_params.dtype), flat_params.numel());
+  ZT_CHECK(!flat_grads.defined() ||
+               (flat_grads.dtype == dtype_ && flat_grads.numel() == layout_.total),
+           "flat grads must be {} x {}", dtype_name(dtype_), layout_.total);
+  params_ = flat_params;
+  grads_ = flat_grads;
+}
+
+Tensor Gpt2Model::param(const Tensor& flat, const std::string& name) const {
+  const ParamEntry* e = layout_.find(name);
+  ZT_CHECK(e != nullptr, "no parameter named {}", name);
+  const auto& s = e->spec.shape;
+  char* base = static_cast<char*>(flat.data) + static_cast<size_t>(e->offset) * dtype_size(dtype_);
+  return s.size() == 1 ? Tensor(base, dtype_, Shape{s[0]}) : Tensor(base, dtype_, Shape{s[0], s[1]});
+}
+
+Gpt2Model::LayerParams Gpt2Model::layer_params(int l, const Tensor& flat) const {
+  const std::string h = fmt::format("h.{}.", l);
+  return {param(flat, h + "ln_1.weight"),       param(flat, h + "ln_1.bias"),
+          param(flat, h + "attn.c_attn.weight"), param(flat, h + "attn.c_attn.bias"),
+          param(flat, h + "attn.c_proj.weight"), param(flat, h + "attn.c_proj.bias"),
+          param(flat, h + "ln_2.weight"),       param(flat, h + "ln_2.bias"),
+          param(flat, h + "mlp.c_fc.weight"),   param(flat, h + "mlp.c_fc.bias"),
+          param(flat, h + "mlp.c_proj.weight"), param(flat, h + "mlp.c_proj.bias")};
+}
+
+Tensor Gpt2Model::x_in(int l) const { return residual_[static_cast<size_t>(residual_of_[static_cast<size_t>(l)])]; }
+Tensor Gpt2Model::x_out(int l) const { return x_in(l + 1); }
+Gpt2Model::LayerActs& Gpt2Model::acts_for(int l) { return *act_sets_[static_cast<size_t>(acts_of_[static_cast<size_t>(l)])]; }
+
+void Gpt2Model::block_forward(int l, Tensor x, Tensor out, LayerActs& a, bool attention_only) {
+  const LayerParams p = layer_params(l, params_);
+  const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T, C = shape_.C;
+  ops_.layernorm_fwd(a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1w, p.ln1b);
+  ops_.matmul_fwd(a.qkv.view({N, 3 * C}), a.ln1, p.qkvw, p.qkvb);
+  ops_.attention_fwd(a.atty, a.lse, a.qkv, shape_.NH);
+  if (attention_only) return;
+  ops_.matmul_fwd(scratch_c_, a.atty.view({N, C}), p.attpw, p.attpb);
+  ops_.residual_fwd(a.res2, x, scratch_c_);
+  ops_.layernorm_fwd(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, p.ln2w, p.ln2b);
+  ops_.matmul_fwd(a.fch, a.ln2, p.fcw, p.fcb);
+  ops_.gelu_fwd(a.fch_gelu, a.fch);
+  ops_.matmul_fwd(scratch_c_, a.fch_gelu, p.fcpw, p.fcpb);
+  ops_.residual_fwd(out, a.res2, scratch_c_);
+}
+
+// dx holds dLoss/d(block output) on entry and dLoss/d(block input) on return: both residual
+// branches pass the gradient through unchanged, so the branch gradients are added into it.
+void Gpt2Model::block_backward(int l, Tensor x, LayerActs& a, Tensor dx) {
+  const LayerParams p = layer_params(l, params_);
+  const LayerParams g = layer_params(l, grads_);
+  const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T, C = shape_.C;
+  Tensor d4 = scratch_4c_, dc = scratch_c_, dqkv = scratch_3c_;
+  ops_.matmul_bwd(d4, g.fcpw, g.fcpb, dx, a.fch_gelu, p.fcpw);
+  ops_.gelu_bwd(d4, a.fch, d4);
+  ops_.matmul_bwd(dc, g.fcw, g.fcb, d4, a.ln2, p.fcw);
+  ops_.layernorm_bwd(dx, g.ln2w, g.ln2b, dc, a.res2, p.ln2w, a.ln2_mean, a.ln2_rstd);
+  ops_.matmul_bwd(dc, g.attpw, g.attpb, dx, a.atty.view({N, C}), p.attpw);
+  ops_.attention_bwd(dqkv, dc.view({shape_.B, shape_.T, C}), a.qkv, a.atty, a.lse, shape_.NH);
+  ops_.matmul_bwd(dc, g.qkvw, g.qkvb, dqkv.view({N, 3 * C}), a.ln1, p.qkvw);
+  ops_.layernorm_bwd(dx, g.ln1w, g.ln1b, dc, x, p.ln1w, a.ln1_mean, a.ln1_rstd);
+}
+
+void Gpt2Model::forward_to_logits(const int32_t* inputs) {
+  ZT_CHECK(params_.defined(), "Gpt2Model: parameters not bound");
+  const int64_t C = shape_.C;
+  ops_.encoder_fwd(x_in(0).view({shape_.B, shape_.T, C}), inputs, param(params_, "wte.weight"),
+                   param(params_, "wpe.weight"));
+  for (int l = 0; l < shape_.L; ++l) block_forward(l, x_in(l), x_out(l), acts_for(l), false);
+  ops_.layernorm_fwd(lnf_, lnf_mean_, lnf_rstd_, x_in(shape_.L), param(params_, "ln_f.weight"),
+                     param(params_, "ln_f.bias"));
+  ops_.matmul_fwd(logits_, lnf_, param(params_, "wte.weight"), Tensor());
+}
+
+static double sum_losses(const Tensor& losses) {
+  const float* l = losses.ptr<float>();
+  double s = 0.0;
+  for (int64_t i = 0; i < losses.numel(); ++i) s += l[i];
+  return s;
+}
+
+double Gpt2Model::forward_loss(const int32_t* inputs, const int32_t* targets) {
+  forward_to_logits(inputs);
+  ops_.softmax_crossentropy(losses_, Tensor(), logits_, targets, 0.0f);
+  return sum_losses(losses_);
+}
+
+double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets, float dloss) {
+  ZT_CHECK(grads_.defined(), "Gpt2Model: gradients not bound");
+  forward_to_logits(inputs);
+  ops_.softmax_crossentropy(losses_, logits_, logits_, targets, dloss);  // dlogits in place
+  const double loss_sum = sum_losses(losses_);
+
+  // LM head (tied to wte) and final LayerNorm.
+  ops_.matmul_bwd(scratch_c_, param(grads_, "wte.weight"), Tensor(), logits_, lnf_,
+                  param(params_, "wte.weight"));
+  backend_.fill_zero(dx_.data, dx_.nbytes());
+  ops_.layernorm_bwd(dx_, param(grads_, "ln_f.weight"), param(grads_, "ln_f.bias"), scratch_c_,
+                     x_in(shape_.L), param(params_, "ln_f.weight"), lnf_mean_, lnf_rstd_);
+
+  const int L = shape_.L;
+  const CheckpointPolicy policy = ckpt_.policy;
+  const int n = policy == CheckpointPolicy::kEveryN ? std::max(1, ckpt_.every_n) : 1;
+  for (int l = L - 1; l >= 0;) {
+    // The segment [s, l] is recomputed (if the policy drops it) and then run backward.
+    const int s = policy == CheckpointPolicy::kEveryN ? l - l % n : l;
+    if (policy == CheckpointPolicy::kLayer || policy == CheckpointPolicy::kEveryN) {
+      for (int j = s; j <= l; ++j) {
+        // The segment's last output is already kept (and not needed again): write it to scratch.
+        Tensor out = j == l ? scratch_c2_ : x_out(j);
+        block_forward(j, x_in(j), out, acts_for(j), false);
+      }
+    } else if (policy == CheckpointPolicy::kSelective) {
+      block_forward(l, x_in(l), Tensor(), acts_for(l), true);
+    }
+    for (int j = l; j >= s; --j) block_backward(j, x_in(j), acts_for(j), dx_);
+    l = s - 1;
+  }
+  ops_.encoder_bwd(param(grads_, "wte.weight"), param(grads_, "wpe.weight"),
+                   dx_.view({shape_.B, shape_.T, shape_.C}), inputs);
+  return loss_sum;
+}
+
+}  // namespace zt

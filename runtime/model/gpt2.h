@@ -1,0 +1,99 @@
+// The GPT-2 model on a Backend: forward and backward written op by op, with activation
+// checkpointing. It owns its activation buffers (category activations); parameters and their
+// gradients live in flat buffers owned by the caller (the trainer / ZeRO engine) and are bound as
+// views.
+//
+// Note [activation checkpointing policies]
+//   none       every block keeps all the tensors its backward needs.
+//   layer      only each block's input (the residual stream) is kept; backward re-runs the block's
+//              forward into one shared set of buffers, then runs its backward.
+//   every_n    the input of every n-th block is kept; backward re-runs n blocks at a time into n
+//              shared sets.
+//   selective  everything is kept except the attention internals (ln_1 output, qkv, the attention
+//              output and its log-sum-exp), recomputed from the kept block input in backward.
+// The recomputed forward runs the same kernels on the same inputs, so every policy yields
+// bit-identical gradients; only the activation memory and the step time differ.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+#include "runtime/config/job_config.h"
+#include "runtime/model/gpt2_params.h"
+
+namespace zt {
+
+struct Gpt2Shape {
+  int B = 0;  // micro-batch (sequences)
+  int T = 0;  // sequence length
+  int C = 0, NH = 0, L = 0, V = 0, maxT = 0;
+};
+
+class Gpt2Model {
+ public:
+  // Allocates the activation buffers for micro-batches of B sequences of T tokens in `dtype`.
+  static Result<std::unique_ptr<Gpt2Model>> create(Backend& backend, const ModelConfig& cfg,
+                                                   const ActivationCheckpointingConfig& ckpt,
+                                                   DType dtype, int B, int T);
+  ~Gpt2Model();
+
+  const ParamLayout& layout() const { return layout_; }
+  const Gpt2Shape& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+
+  // Binds the flat working parameters and gradients (layout().total elements of dtype()).
+  void bind(Tensor flat_params, Tensor flat_grads);
+
+  // One micro-batch: forward, loss, backward. inputs/targets (B*T) int32. Parameter gradients
+  // accumulate (+=) with the loss gradient scaled by `dloss` per token (loss_scale / tokens of the
+  // global batch). Returns the sum over the B*T tokens of the cross-entropy (fp64).
+  double forward_backward(const int32_t* inputs, const int32_t* targets, float dloss);
+  // Forward and loss only (no saved activations needed afterwards).
+  double forward_loss(const int32_t* inputs, const int32_t* targets);
+
+  // Bytes of the activation buffers this policy allocated.
+  int64_t activation_bytes() const { return activation_bytes_; }
+
+ private:
+  struct LayerParams;
+  struct LayerActs;
+  Gpt2Model(Backend& backend, const ModelConfig& cfg, const ActivationCheckpointingConfig& ckpt,
+            DType dtype, int B, int T);
+  Status allocate();
+  Result<Tensor> alloc(Shape shape, DType dtype);
+
+  LayerParams layer_params(int l, const Tensor& flat) const;
+  Tensor param(const Tensor& flat, const std::string& name) const;
+  // Block forward from x_in to x_out, filling `acts`. attention_only: stop after the attention
+  // internals (selective recompute).
+  void block_forward(int l, Tensor x_in, Tensor x_out, LayerActs& acts, bool attention_only);
+  void block_backward(int l, Tensor x_in, LayerActs& acts, Tensor dx);
+  void forward_to_logits(const int32_t* inputs);
+  // Which kept residual buffer / activation set layer l uses under the policy.
+  Tensor x_in(int l) const;
+  Tensor x_out(int l) const;
+  LayerActs& acts_for(int l);
+
+  Backend& backend_;
+  Ops& ops_;
+  ModelConfig cfg_;
+  ActivationCheckpointingConfig ckpt_;
+  DType dtype_;
+  Gpt2Shape shape_;
+  ParamLayout layout_;
+  Tensor params_, grads_;
+
+  std::vector<Buffer> buffers_;
+  std::vector<Tensor> residual_;  // residual stream buffers (policy-dependent count)
+  std::vector<int> residual_of_;  // layer boundary l (0..L) -> index into residual_
+  std::vector<std::unique_ptr<LayerActs>> act_sets_;
+  std::vector<int> acts_of_;  // layer -> index into act_sets_
+  std::vector<std::unique_ptr<LayerActs>> shared_attention_;  // selective: one shared set
+  Tensor lnf_, lnf_mean_, lnf_rstd_, logits_, losses_;
+  Tensor dx_, scratch_c_, scratch_c2_, scratch_3c_, scratch_4c_;
+  int64_t activation_bytes_ = 0;
+};
+
+}  // namespace zt

@@ -1,0 +1,109 @@
+#include "runtime/train/run_dir.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+namespace zt {
+
+namespace fs = std::filesystem;
+
+Result<RunDir> RunDir::open(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec)
+    return make_error(StatusCode::kIoError, "cannot create run directory '{}': {}", path,
+                      ec.message());
+  RunDir d;
+  d.path_ = path;
+  d.metrics_ = std::fopen((fs::path(path) / "metrics.jsonl").c_str(), "a");
+  d.events_ = std::fopen((fs::path(path) / "events.log").c_str(), "a");
+  if (!d.metrics_ || !d.events_)
+    return make_error(StatusCode::kIoError, "cannot open files in run directory '{}': {}", path,
+                      std::strerror(errno));
+  return d;
+}
+
+RunDir::RunDir(RunDir&& o) noexcept
+    : path_(std::move(o.path_)), metrics_(o.metrics_), events_(o.events_) {
+  o.metrics_ = nullptr;
+  o.events_ = nullptr;
+}
+
+RunDir::~RunDir() {
+  if (metrics_) std::fclose(metrics_);
+  if (events_) std::fclose(events_);
+}
+
+Status RunDir::write_resolved_config(const JobConfig& cfg) {
+  const fs::path final_path = fs::path(path_) / "config.resolved.yaml";
+  const fs::path tmp = final_path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << to_yaml(cfg);
+    if (!out.good())
+      return make_error(StatusCode::kIoError, "cannot write '{}'", tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, final_path, ec);
+  if (ec)
+    return make_error(StatusCode::kIoError, "cannot rename '{}': {}", tmp.string(), ec.message());
+  return Status::ok();
+}
+
+std::string metrics_json(const StepResult& r, const std::vector<MemorySnapshot>& per_rank) {
+  nlohmann::ordered_json j;
+  j["step"] = r.step;
+  j["loss"] = r.loss;
+  j["lr"] = r.lr;
+  // JSON has no Infinity: an overflowed (skipped) step's norm is written as null.
+  if (std::isfinite(r.grad_norm))
+    j["grad_norm"] = r.grad_norm;
+  else
+    j["grad_norm"] = nullptr;
+  j["loss_scale"] = r.loss_scale;
+  j["skipped"] = r.skipped;
+  j["tokens"] = r.tokens;
+  j["step_ms"] = r.step_ms;
+  j["tokens_per_s"] = r.tokens_per_s;
+  nlohmann::ordered_json mem = nlohmann::ordered_json::array();
+  for (size_t rank = 0; rank < per_rank.size(); ++rank) {
+    nlohmann::ordered_json m;
+    m["rank"] = rank;
+    for (size_t c = 0; c < kNumMemCategories; ++c)
+      m[mem_category_name(static_cast<MemCategory>(c))] = per_rank[rank].peak[c];
+    m["total"] = per_rank[rank].total_peak;
+    mem.push_back(m);
+  }
+  j["peak_memory_bytes"] = mem;
+  return j.dump();
+}
+
+Status RunDir::append_metrics(const StepResult& r, const std::vector<MemorySnapshot>& per_rank) {
+  const std::string line = metrics_json(r, per_rank) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), metrics_) != line.size() || std::fflush(metrics_))
+    return make_error(StatusCode::kIoError, "writing {}/metrics.jsonl: {}", path_,
+                      std::strerror(errno));
+  return Status::ok();
+}
+
+Status RunDir::event(const std::string& line) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (std::fprintf(events_, "%s %s\n", stamp, line.c_str()) < 0 || std::fflush(events_))
+    return make_error(StatusCode::kIoError, "writing {}/events.log: {}", path_,
+                      std::strerror(errno));
+  return Status::ok();
+}
+
+}  // namespace zt
