@@ -14,4 +14,17 @@ find_package(CapnProto REQUIRED)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
-pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+# OpenBLAS must be the OpenMP build: our kernels run in OpenMP parallel regions, and a pthread
+# OpenBLAS beside them leaves two thread pools spinning against each other (measured: 80% of a step
+# in libgomp's spin-wait on 2 cores). Debian installs it beside the pthread one, so name it exactly.
+find_library(ZT_OPENBLAS_LIBRARY NAMES openblas
+  PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp NO_DEFAULT_PATH)
+find_path(ZT_OPENBLAS_INCLUDE cblas.h
+  PATHS /usr/include/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp /usr/include/openblas NO_DEFAULT_PATH)
+if(NOT ZT_OPENBLAS_LIBRARY OR NOT ZT_OPENBLAS_INCLUDE)
+  message(FATAL_ERROR "OpenMP OpenBLAS not found: install libopenblas-openmp-dev (tools/setup.sh does)")
+endif()
+add_library(zt_openblas INTERFACE)
+target_link_libraries(zt_openblas INTERFACE ${ZT_OPENBLAS_LIBRARY})
+target_include_directories(zt_openblas INTERFACE ${ZT_OPENBLAS_INCLUDE})
+message(STATUS "zerotrain: OpenBLAS ${ZT_OPENBLAS_LIBRARY}")

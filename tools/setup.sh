@@ -12,7 +12,7 @@ PACKAGES=(
   capnproto libcapnp-dev
   libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev
+  libopenblas-openmp-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   liburing-dev libxxhash-dev libcpp-httplib-dev
   python3-torch python3-numpy
