@@ -21,6 +21,8 @@ struct ModelConfig {
   int n_embd = 0;
   uint64_t seed = 0;
   std::string init_from;  // optional .safetensors in Hugging Face GPT-2 layout
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 enum class DataFormat { kLlmc, kRawU16 };
@@ -30,6 +32,8 @@ struct DataConfig {
   DataFormat format = DataFormat::kLlmc;
   bool shuffle = false;
   uint64_t seed = 0;
+
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct OptimizerConfig {
@@ -39,6 +43,8 @@ struct OptimizerConfig {
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.01f;
+
+  bool operator==(const OptimizerConfig&) const = default;
 };
 
 enum class WarmupType { kLog, kLinear };
@@ -53,6 +59,8 @@ struct SchedulerConfig {
   int64_t total_num_steps = 0;     // WarmupDecayLR, WarmupCosineLR (required there)
   double warmup_min_ratio = 0.0;   // WarmupCosineLR
   double cos_min_ratio = 0.0001;   // WarmupCosineLR
+
+  bool operator==(const SchedulerConfig&) const = default;
 };
 
 struct Fp16Config {
@@ -62,10 +70,14 @@ struct Fp16Config {
   int loss_scale_window = 1000;
   int hysteresis = 2;
   double min_loss_scale = 1.0;
+
+  bool operator==(const Fp16Config&) const = default;
 };
 
 struct Bf16Config {
   bool enabled = false;
+
+  bool operator==(const Bf16Config&) const = default;
 };
 
 enum class OffloadDevice { kNone, kCpu, kNvme };
@@ -75,17 +87,22 @@ struct OffloadConfig {
   std::string nvme_path;
   int buffer_count = 4;
   bool pin_memory = false;
+
+  bool operator==(const OffloadConfig&) const = default;
 };
 
 struct ZeroConfig {
   int stage = 0;
   OffloadConfig offload_optimizer;
-  OffloadConfig offload_param;
+  // DeepSpeed keeps one more buffer for parameters (5) than for optimizer states (4).
+  OffloadConfig offload_param = {OffloadDevice::kNone, "", 5, false};
   int64_t reduce_bucket_size = 500'000'000;
   int64_t allgather_bucket_size = 500'000'000;
   bool overlap_comm = false;
   int64_t stage3_prefetch_bucket_size = 50'000'000;
   int64_t stage3_param_persistence_threshold = 100'000;
+
+  bool operator==(const ZeroConfig&) const = default;
 };
 
 enum class CheckpointPolicy { kNone, kLayer, kEveryN, kSelective };
@@ -93,15 +110,21 @@ enum class CheckpointPolicy { kNone, kLayer, kEveryN, kSelective };
 struct ActivationCheckpointingConfig {
   CheckpointPolicy policy = CheckpointPolicy::kNone;
   int every_n = 1;  // used by kEveryN
+
+  bool operator==(const ActivationCheckpointingConfig&) const = default;
 };
 
 struct CheckpointConfig {
   int64_t every_steps = 0;  // 0: only on request
   int keep_last = 0;        // 0: keep all
+
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct TrainConfig {
   int64_t steps = 0;
+
+  bool operator==(const TrainConfig&) const = default;
 };
 
 enum class BackendKind { kCpu, kCuda };
@@ -129,6 +152,10 @@ struct JobConfig {
 
   // Where relative paths (data.path, model.init_from, nvme_path) were resolved from.
   std::string source_path;
+
+  // Field-wise (source_path included): checks that to_yaml round-trips and that a resumed job's
+  // config is the one it was checkpointed with.
+  bool operator==(const JobConfig&) const = default;
 };
 
 // Parses and validates YAML or JSON text. `source_name` names the file in messages. Relative paths
