@@ -23,6 +23,23 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const JobConfig& cfg, Backend& 
 }
 
 Status Trainer::init() {
+  // Nothing falls back silently: what this single-rank trainer cannot do is an error.
+  if (cfg_.zero.stage != 0)
+    return make_error(StatusCode::kUnsupported,
+                      "zero_optimization.stage {} needs the ZeRO engine across MPI workers, which "
+                      "this build does not have yet; use stage 0",
+                      cfg_.zero.stage);
+  if (cfg_.zero.offload_optimizer.device != OffloadDevice::kNone ||
+      cfg_.zero.offload_param.device != OffloadDevice::kNone)
+    return make_error(StatusCode::kUnsupported,
+                      "zero_optimization.offload_* is not available in this build yet; remove it");
+  if (cfg_.checkpoint.every_steps > 0)
+    return make_error(StatusCode::kUnsupported,
+                      "checkpoint.every_steps: checkpoints are not available in this build yet; "
+                      "remove the checkpoint section");
+  if (cfg_.backend != BackendKind::kCpu)
+    return make_error(StatusCode::kUnsupported,
+                      "backend: cuda is not available in this build yet; use backend: cpu");
   if (cfg_.train_micro_batch_size_per_gpu <= 0 || cfg_.gradient_accumulation_steps <= 0 ||
       cfg_.train_batch_size != cfg_.train_micro_batch_size_per_gpu * cfg_.gradient_accumulation_steps)
     return make_error(StatusCode::kInvalidArgument,
