@@ -243,5 +243,52 @@ TEST_F(Gpt2Test, Fp16OverflowIsSkippedNotApplied) {
   EXPECT_NE(0, std::memcmp(before.data(), moved.data(), before.size() * 4));
 }
 
+// Export writes Hugging Face GPT-2 safetensors that model.init_from loads back exactly: a model
+// started from the export computes the same loss as the one that wrote it.
+TEST_F(Gpt2Test, ExportThenInitFromRoundTrips) {
+  JobConfig cfg = testing::small_job(data_);
+  auto be = make_cpu_backend();
+  auto a = make(cfg, *be);
+  ASSERT_TRUE(a);
+  for (int s = 0; s < 3; ++s) ASSERT_TRUE(a->step().is_ok());
+  const std::string path = dir_.file("export.safetensors");
+  ASSERT_TRUE(a->export_safetensors(path, DType::kF32).is_ok());
+
+  JobConfig cfg_b = cfg;
+  cfg_b.model.init_from = path;
+  cfg_b.model.seed = 777;  // ignored when init_from is set
+  auto be_b = make_cpu_backend();
+  auto b = make(cfg_b, *be_b);
+  ASSERT_TRUE(b);
+  const auto wa = to_f32_vector(a->master_weights()), wb = to_f32_vector(b->master_weights());
+  ASSERT_EQ(0, std::memcmp(wa.data(), wb.data(), wa.size() * 4));
+  EXPECT_EQ(a->evaluate(7), b->evaluate(7));
+
+  // A bf16 export loads too, within bf16 rounding of the weights.
+  const std::string path16 = dir_.file("export_bf16.safetensors");
+  ASSERT_TRUE(a->export_safetensors(path16, DType::kBF16).is_ok());
+  cfg_b.model.init_from = path16;
+  auto be_c = make_cpu_backend();
+  auto c = make(cfg_b, *be_c);
+  ASSERT_TRUE(c);
+  EXPECT_NEAR(c->evaluate(7), a->evaluate(7), 0.01 * a->evaluate(7));
+}
+
+TEST_F(Gpt2Test, InitFromWithWrongShapeNamesTheTensor) {
+  JobConfig cfg = testing::small_job(data_);
+  auto be = make_cpu_backend();
+  auto a = make(cfg, *be);
+  ASSERT_TRUE(a);
+  const std::string path = dir_.file("export.safetensors");
+  ASSERT_TRUE(a->export_safetensors(path, DType::kF32).is_ok());
+  JobConfig wider = testing::small_job(data_, 3, /*n_embd=*/48, 2);
+  wider.model.init_from = path;
+  auto be2 = make_cpu_backend();
+  auto r = Trainer::create(wider, *be2);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("wte.weight"), std::string::npos) << r.status().to_string();
+  EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().to_string();
+}
+
 }  // namespace
 }  // namespace zt
