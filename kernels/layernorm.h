@@ -1,5 +1,6 @@
 // LayerNorm over the last dimension, eps given (GPT-2: 1e-5), biased variance.
 //   layernorm_fwd: out (N,C) = (inp - mean) * rstd * weight + bias;  mean, rstd (N) fp32   (=)
+//                  mean/rstd may be null (forward only)
 //   layernorm_bwd: dinp (N,C) +=;  dweight (C) +=;  dbias (C) +=
 // dweight/dbias are reduced over N in fp32 with a fixed chunking (deterministic).
 #pragma once

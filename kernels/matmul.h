@@ -4,6 +4,10 @@
 //   matmul_bwd: dinp (N,C) = dout (N,OC) @ weight (OC,C)                   (=); dinp may be null
 //               dweight (OC,C) += dout^T @ inp                              (+=)
 //               dbias (OC) += sum over N of dout                            (+=); may be null
+// Scratch sizes are exact (0 for fp32). dbias is reduced in a fixed order (bitwise the same for any
+// thread count); the GEMM outputs are bitwise reproducible at a fixed OpenMP thread count only,
+// because OpenBLAS splits the work by thread count (Note [GEMM reproducibility] in
+// kernels/cpu/matmul.cpp).
 #pragma once
 
 #include <cstddef>
