@@ -1,6 +1,8 @@
 # Compiler warnings, optimisation and sanitizer options shared by every zerotrain target.
 add_library(zt_options INTERFACE)
 target_include_directories(zt_options INTERFACE ${CMAKE_SOURCE_DIR})
+# Only the C API of MPI: its deprecated C++ bindings would need an extra library.
+target_compile_definitions(zt_options INTERFACE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
 target_compile_options(zt_options INTERFACE
   $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wno-unused-parameter>)
 if(ZT_WERROR)

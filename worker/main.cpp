@@ -1,9 +1,12 @@
-// zt-worker: executes a training job on one rank.
+// zt-worker: executes a training job on one rank; under `mpirun -np N` the ranks together run the
+// ZeRO stage the config asks for.
 //
-// Until the coordinator lands (control-plane issue), the worker runs a job on its own: it reads
-// the config, trains for train.steps, and writes the run directory itself
-// (config.resolved.yaml, metrics.jsonl, events.log). SIGINT/SIGTERM stop it after the step in
-// flight with everything written so far intact.
+// Until the coordinator lands (control-plane issue), the workers run a job on their own: every rank
+// reads the config, the ranks train for train.steps, and rank 0 writes the run directory
+// (config.resolved.yaml, metrics.jsonl with every rank's memory, events.log). SIGINT/SIGTERM (which
+// mpirun forwards to every rank) stop the job after the step in flight — the ranks agree on the
+// step through a collective — with everything written so far intact. A rank that fails reports
+// and aborts the whole MPI job rather than leave the others waiting.
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -11,8 +14,10 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <mpi.h>
 
 #include "runtime/backend/backend.h"
+#include "runtime/comm/mpi/mpi_communicator.h"
 #include "runtime/config/job_config.h"
 #include "runtime/core/check.h"
 #include "runtime/train/run_dir.h"
@@ -28,14 +33,49 @@ std::string format_eta(double seconds) {
   return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
 }
 
-int fail(const zt::Status& st, zt::RunDir* run_dir) {
-  std::fprintf(stderr, "zt-worker: error: %s\n", st.to_string().c_str());
-  if (run_dir) (void)run_dir->event("failed: " + st.to_string());
+struct Context {
+  int rank = 0, world = 1;
+  zt::RunDir* run_dir = nullptr;
+};
+
+// Reports a failure and ends the job: with several ranks the others may be inside a collective,
+// so the whole MPI job is aborted.
+int fail(const zt::Status& st, const Context& ctx) {
+  std::fprintf(stderr, "zt-worker[rank %d/%d]: error: %s\n", ctx.rank, ctx.world,
+               st.to_string().c_str());
+  if (ctx.run_dir) (void)ctx.run_dir->event(fmt::format("failed on rank {}: {}", ctx.rank, st.to_string()));
+  std::fflush(stderr);
+  if (ctx.world > 1) zt::mpi_abort(1);
   return 1;
 }
 
+// Every rank's memory snapshot, on rank 0 (index = rank).
+std::vector<zt::MemorySnapshot> gather_memory(const zt::MemorySnapshot& mine, const Context& ctx) {
+  constexpr int kFields = 2 * zt::kNumMemCategories + 2;
+  std::vector<int64_t> send(kFields), recv(static_cast<size_t>(kFields * ctx.world));
+  for (size_t c = 0; c < zt::kNumMemCategories; ++c) {
+    send[c] = mine.current[c];
+    send[zt::kNumMemCategories + c] = mine.peak[c];
+  }
+  send[2 * zt::kNumMemCategories] = mine.total_current;
+  send[2 * zt::kNumMemCategories + 1] = mine.total_peak;
+  MPI_Gather(send.data(), kFields, MPI_INT64_T, recv.data(), kFields, MPI_INT64_T, 0,
+             MPI_COMM_WORLD);
+  std::vector<zt::MemorySnapshot> out(static_cast<size_t>(ctx.world));
+  for (int r = 0; r < ctx.world; ++r) {
+    const int64_t* f = recv.data() + static_cast<size_t>(r) * kFields;
+    for (size_t c = 0; c < zt::kNumMemCategories; ++c) {
+      out[static_cast<size_t>(r)].current[c] = f[c];
+      out[static_cast<size_t>(r)].peak[c] = f[zt::kNumMemCategories + c];
+    }
+    out[static_cast<size_t>(r)].total_current = f[2 * zt::kNumMemCategories];
+    out[static_cast<size_t>(r)].total_peak = f[2 * zt::kNumMemCategories + 1];
+  }
+  return out;
+}
+
 int run(int argc, char** argv) {
-  CLI::App app{"zt-worker: trains a GPT-2 model on one rank (standalone until the coordinator lands)"};
+  CLI::App app{"zt-worker: trains a GPT-2 model; run N of them with mpirun -np N"};
   std::string config_path, run_dir_path, export_path, export_dtype = "fp32";
   int64_t steps_override = 0;
   app.add_option("--config", config_path, "job config (YAML or DeepSpeed-style JSON)")->required();
@@ -46,75 +86,102 @@ int run(int argc, char** argv) {
   app.add_option("--export-dtype", export_dtype, "dtype of the export: fp32, bf16 or fp16");
   CLI11_PARSE(app, argc, argv);
 
+  auto env_or = zt::MpiEnvironment::init(&argc, &argv);
+  if (!env_or.is_ok()) return fail(env_or.status(), Context{});
+  auto env = std::move(env_or).value();
+  Context ctx{env->world_rank(), env->world_size(), nullptr};
+  const bool lead = ctx.rank == 0;
+
   auto cfg_or = zt::load_job_config(config_path);
-  if (!cfg_or.is_ok()) return fail(cfg_or.status(), nullptr);
+  if (!cfg_or.is_ok()) return fail(cfg_or.status(), ctx);
   zt::JobConfig cfg = std::move(cfg_or).value();
   if (steps_override > 0) cfg.train.steps = steps_override;
-  if (zt::Status st = zt::resolve_batch_sizes(cfg, 1); !st.is_ok()) return fail(st, nullptr);
+  if (zt::Status st = zt::resolve_batch_sizes(cfg, ctx.world); !st.is_ok()) return fail(st, ctx);
   auto export_type = zt::parse_dtype(export_dtype);
-  if (!export_type.is_ok()) return fail(export_type.status().with_context("--export-dtype"), nullptr);
-  if (cfg.backend != zt::BackendKind::kCpu)
-    return fail(zt::make_error(zt::StatusCode::kUnsupported,
-                               "backend: cuda is not available in this build's worker yet; use "
-                               "backend: cpu"),
-                nullptr);
+  if (!export_type.is_ok()) return fail(export_type.status().with_context("--export-dtype"), ctx);
 
-  auto rd = zt::RunDir::open(run_dir_path);
-  if (!rd.is_ok()) return fail(rd.status(), nullptr);
-  zt::RunDir run_dir = std::move(rd).value();
-  if (zt::Status st = run_dir.write_resolved_config(cfg); !st.is_ok()) return fail(st, &run_dir);
+  std::unique_ptr<zt::RunDir> run_dir;
+  if (lead) {
+    auto rd = zt::RunDir::open(run_dir_path);
+    if (!rd.is_ok()) return fail(rd.status(), ctx);
+    run_dir = std::make_unique<zt::RunDir>(std::move(rd).value());
+    ctx.run_dir = run_dir.get();
+    if (zt::Status st = run_dir->write_resolved_config(cfg); !st.is_ok()) return fail(st, ctx);
+  }
 
+  auto comm_or = zt::make_mpi_communicator(MPI_COMM_WORLD);
+  if (!comm_or.is_ok()) return fail(comm_or.status(), ctx);
+  auto comm = std::move(comm_or).value();
   auto backend = zt::make_cpu_backend();
-  auto trainer_or = zt::Trainer::create(cfg, *backend);
-  if (!trainer_or.is_ok()) return fail(trainer_or.status(), &run_dir);
+  auto trainer_or = zt::Trainer::create(cfg, *backend, *comm);
+  if (!trainer_or.is_ok()) return fail(trainer_or.status(), ctx);
   auto trainer = std::move(trainer_or).value();
   const auto& layout = trainer->layout();
-  (void)run_dir.event(fmt::format("started: {} parameters, world 1, {} steps, dtype {}",
-                                  layout.num_parameters, cfg.train.steps,
-                                  zt::dtype_name(trainer->dtype())));
-  std::printf("zt-worker: GPT-2 %.2fM parameters, %s, micro-batch %lld x %lld accumulation, "
-              "%lld steps; run dir %s\n",
-              layout.num_parameters / 1e6, zt::dtype_name(trainer->dtype()),
-              static_cast<long long>(cfg.train_micro_batch_size_per_gpu),
-              static_cast<long long>(cfg.gradient_accumulation_steps),
-              static_cast<long long>(cfg.train.steps), run_dir_path.c_str());
-  std::fflush(stdout);
+  if (lead) {
+    (void)run_dir->event(fmt::format("started: {} parameters, world {}, ZeRO stage {}, {} steps, "
+                                     "dtype {}",
+                                     layout.num_parameters, ctx.world, cfg.zero.stage,
+                                     cfg.train.steps, zt::dtype_name(trainer->dtype())));
+    std::printf("zt-worker: GPT-2 %.2fM parameters, %s, %d worker(s), ZeRO stage %d, micro-batch "
+                "%lld x %lld accumulation, %lld steps; run dir %s\n",
+                layout.num_parameters / 1e6, zt::dtype_name(trainer->dtype()), ctx.world,
+                cfg.zero.stage, static_cast<long long>(cfg.train_micro_batch_size_per_gpu),
+                static_cast<long long>(cfg.gradient_accumulation_steps),
+                static_cast<long long>(cfg.train.steps), run_dir_path.c_str());
+    std::fflush(stdout);
+  }
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  auto stop_buf = backend->allocate(sizeof(float), zt::MemCategory::kCommunication);
+  if (!stop_buf.is_ok()) return fail(stop_buf.status(), ctx);
   double elapsed_ms = 0.0;
   const int64_t print_every = std::max<int64_t>(1, cfg.steps_per_print);
   while (trainer->completed_steps() < cfg.train.steps) {
     auto r = trainer->step();
-    if (!r.is_ok()) return fail(r.status(), &run_dir);
-    if (zt::Status st = run_dir.append_metrics(*r, {r->memory}); !st.is_ok())
-      return fail(st, &run_dir);
+    if (!r.is_ok()) return fail(r.status(), ctx);
+    const auto memory = gather_memory(r->memory, ctx);
     elapsed_ms += r->step_ms;
     const int64_t done = r->step;
-    if (done % print_every == 0 || done == cfg.train.steps || done == 1) {
-      const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
-                         static_cast<double>(cfg.train.steps - done);
-      std::printf("step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
-                  static_cast<long long>(done), static_cast<long long>(cfg.train.steps), r->loss,
-                  r->lr, r->grad_norm, r->skipped ? " (skipped: fp16 overflow)" : "",
-                  r->tokens_per_s, format_eta(eta).c_str());
-      std::fflush(stdout);
+    if (lead) {
+      if (zt::Status st = run_dir->append_metrics(*r, memory); !st.is_ok()) return fail(st, ctx);
+      if (done % print_every == 0 || done == cfg.train.steps || done == 1) {
+        const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
+                           static_cast<double>(cfg.train.steps - done);
+        std::printf("step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
+                    static_cast<long long>(done), static_cast<long long>(cfg.train.steps), r->loss,
+                    r->lr, r->grad_norm, r->skipped ? " (skipped: fp16 overflow)" : "",
+                    r->tokens_per_s, format_eta(eta).c_str());
+        std::fflush(stdout);
+      }
     }
-    if (int sig = g_stop_signal.load()) {
-      (void)run_dir.event(fmt::format("stopped by signal {} after step {}", sig, done));
-      std::printf("zt-worker: stopped by signal %d after step %lld\n", sig,
-                  static_cast<long long>(done));
+    // Stop only where every rank stops: agree on the signal with a collective.
+    float* flag = static_cast<float*>(stop_buf->data());
+    flag[0] = static_cast<float>(g_stop_signal.load());
+    if (zt::Status st = comm->all_reduce(stop_buf->as(zt::DType::kF32, {1}), zt::ReduceOp::kMax);
+        !st.is_ok())
+      return fail(st, ctx);
+    if (const int sig = static_cast<int>(flag[0])) {
+      if (lead) {
+        (void)run_dir->event(fmt::format("stopped by signal {} after step {}", sig, done));
+        std::printf("zt-worker: stopped by signal %d after step %lld\n", sig,
+                    static_cast<long long>(done));
+      }
       return 0;
     }
   }
   if (!export_path.empty()) {
     if (zt::Status st = trainer->export_safetensors(export_path, export_type.value()); !st.is_ok())
-      return fail(st, &run_dir);
-    (void)run_dir.event("exported " + export_path);
-    std::printf("zt-worker: exported %s\n", export_path.c_str());
+      return fail(st, ctx);
+    if (lead) {
+      (void)run_dir->event("exported " + export_path);
+      std::printf("zt-worker: exported %s\n", export_path.c_str());
+    }
   }
-  (void)run_dir.event(fmt::format("finished {} steps", trainer->completed_steps()));
-  std::printf("zt-worker: done; run dir: %s\n", run_dir_path.c_str());
+  if (lead) {
+    (void)run_dir->event(fmt::format("finished {} steps", trainer->completed_steps()));
+    std::printf("zt-worker: done; run dir: %s\n", run_dir_path.c_str());
+  }
   return 0;
 }
 
@@ -125,6 +192,11 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "zt-worker: internal error: %s\n", e.what());
+    std::fflush(stderr);
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized) zt::mpi_abort(2);
     return 2;
   }
 }

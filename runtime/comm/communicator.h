@@ -7,10 +7,11 @@
 // waited on: the caller must not read the output or write the input before then.
 //
 // Accounting: every collective counts the bytes this rank sends over the wire under the ring
-// algorithm (all-reduce 2(N-1)/N of the buffer, reduce-scatter and all-gather (N-1)/N, broadcast
-// the buffer once per non-root hop), per kind, until reset_stats(). It also measures the time the
-// communication stream was busy and the time callers spent blocked in wait(), so a benchmark can
-// tell how much communication was hidden behind compute.
+// algorithm (all-reduce 2(N-1)/N of the buffer, reduce-scatter and all-gather (N-1)/N of the
+// larger buffer, broadcast the buffer once per non-root hop of the chain root -> root+1 -> ...,
+// i.e. every rank but (root-1) mod N sends it once), per kind, until reset_stats(). It also
+// measures the time the communication stream was busy and the time callers spent blocked in
+// wait(), so a benchmark can tell how much communication was hidden behind compute.
 //
 // Timeouts: wait() gives up after the communicator's timeout with kTimeout naming the collective,
 // the rank and the sizes; the collective stays pending (a later wait() may still complete it), but

@@ -3,6 +3,7 @@
 // it can, what to do next. Broken invariants use ZT_CHECK (check.h) instead.
 #pragma once
 
+#include <exception>
 #include <optional>
 #include <string>
 #include <utility>
@@ -51,6 +52,19 @@ template <typename... Args>
 Status make_error(StatusCode code, fmt::format_string<Args...> f, Args&&... args) {
   return Status(code, fmt::format(f, std::forward<Args>(args)...));
 }
+
+// Carries a Status through code that cannot return one (callbacks such as ModelStateHooks); the
+// caller that can return a Status catches it at the boundary (e.g. Trainer::step).
+class StatusError : public std::exception {
+ public:
+  explicit StatusError(Status status) : status_(std::move(status)), what_(status_.to_string()) {}
+  const Status& status() const { return status_; }
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  Status status_;
+  std::string what_;
+};
 
 // Result<T>: a value or a non-ok Status.
 template <typename T>

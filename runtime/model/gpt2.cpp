@@ -16,13 +16,15 @@ struct Gpt2Model::LayerActs {
 };
 
 Gpt2Model::Gpt2Model(Backend& backend, const ModelConfig& cfg,
-                     const ActivationCheckpointingConfig& ckpt, DType dtype, int B, int T)
+                     const ActivationCheckpointingConfig& ckpt, DType dtype, int B, int T,
+                     ParamLayout layout, std::vector<int64_t> unit_offsets)
     : backend_(backend),
       ops_(backend.ops()),
       cfg_(cfg),
       ckpt_(ckpt),
       dtype_(dtype),
-      layout_(make_param_layout(gpt2_param_inventory(cfg))) {
+      layout_(std::move(layout)),
+      unit_offsets_(std::move(unit_offsets)) {
   shape_ = {B, T, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size, cfg.block_size};
 }
 
@@ -30,14 +32,19 @@ Gpt2Model::~Gpt2Model() = default;
 
 Result<std::unique_ptr<Gpt2Model>> Gpt2Model::create(Backend& backend, const ModelConfig& cfg,
                                                      const ActivationCheckpointingConfig& ckpt,
-                                                     DType dtype, int B, int T) {
+                                                     DType dtype, int B, int T, ParamLayout layout,
+                                                     std::vector<int64_t> unit_offsets) {
   if (cfg.family != "gpt2")
     return make_error(StatusCode::kUnsupported, "model.family '{}' is not supported", cfg.family);
   if (T < 1 || T > cfg.block_size)
     return make_error(StatusCode::kInvalidArgument, "sequence length {} outside [1, block_size={}]",
                       T, cfg.block_size);
   ZT_RETURN_IF_ERROR(backend.ops().supports(dtype));
-  std::unique_ptr<Gpt2Model> m(new Gpt2Model(backend, cfg, ckpt, dtype, B, T));
+  if (static_cast<int>(unit_offsets.size()) != cfg.n_layer + 1)
+    return make_error(StatusCode::kInternal, "{} unit offsets for {} blocks", unit_offsets.size(),
+                      cfg.n_layer);
+  std::unique_ptr<Gpt2Model> m(new Gpt2Model(backend, cfg, ckpt, dtype, B, T, std::move(layout),
+                                             std::move(unit_offsets)));
   ZT_RETURN_IF_ERROR(m->allocate().with_context("allocating GPT-2 activations"));
   return m;
 }
@@ -126,41 +133,34 @@ Status Gpt2Model::allocate() {
   return Status::ok();
 }
 
-void Gpt2Model::bind(Tensor flat_params, Tensor flat_grads) {
-  ZT_CHECK(flat_params.dtype == dtype_ && flat_params.numel() == layout_.total,
-           "flat params must be {} x {}, got {} x {}", dtype_name(dtype_), layout_.total,
-           dtype_name(flat_params.dtype), flat_params.numel());
-  ZT_CHECK(!flat_grads.defined() ||
-               (flat_grads.dtype == dtype_ && flat_grads.numel() == layout_.total),
-           "flat grads must be {} x {}", dtype_name(dtype_), layout_.total);
-  params_ = flat_params;
-  grads_ = flat_grads;
-}
-
-Tensor Gpt2Model::param(const Tensor& flat, const std::string& name) const {
+Tensor Gpt2Model::param(const Tensor& unit_tensor, int unit, const std::string& name) const {
   const ParamEntry* e = layout_.find(name);
   ZT_CHECK(e != nullptr, "no parameter named {}", name);
+  const int64_t off = e->offset - unit_offsets_[static_cast<size_t>(unit)];
+  ZT_CHECK(off >= 0 && off + e->spec.numel() <= unit_tensor.numel(),
+           "parameter {} outside its unit {}", name, unit);
   const auto& s = e->spec.shape;
-  char* base = static_cast<char*>(flat.data) + static_cast<size_t>(e->offset) * dtype_size(dtype_);
+  char* base = static_cast<char*>(unit_tensor.data) + static_cast<size_t>(off) * dtype_size(dtype_);
   return s.size() == 1 ? Tensor(base, dtype_, Shape{s[0]}) : Tensor(base, dtype_, Shape{s[0], s[1]});
 }
 
-Gpt2Model::LayerParams Gpt2Model::layer_params(int l, const Tensor& flat) const {
+Gpt2Model::LayerParams Gpt2Model::layer_params(int l, const Tensor& t) const {
   const std::string h = fmt::format("h.{}.", l);
-  return {param(flat, h + "ln_1.weight"),       param(flat, h + "ln_1.bias"),
-          param(flat, h + "attn.c_attn.weight"), param(flat, h + "attn.c_attn.bias"),
-          param(flat, h + "attn.c_proj.weight"), param(flat, h + "attn.c_proj.bias"),
-          param(flat, h + "ln_2.weight"),       param(flat, h + "ln_2.bias"),
-          param(flat, h + "mlp.c_fc.weight"),   param(flat, h + "mlp.c_fc.bias"),
-          param(flat, h + "mlp.c_proj.weight"), param(flat, h + "mlp.c_proj.bias")};
+  const int u = l + 1;
+  return {param(t, u, h + "ln_1.weight"),       param(t, u, h + "ln_1.bias"),
+          param(t, u, h + "attn.c_attn.weight"), param(t, u, h + "attn.c_attn.bias"),
+          param(t, u, h + "attn.c_proj.weight"), param(t, u, h + "attn.c_proj.bias"),
+          param(t, u, h + "ln_2.weight"),       param(t, u, h + "ln_2.bias"),
+          param(t, u, h + "mlp.c_fc.weight"),   param(t, u, h + "mlp.c_fc.bias"),
+          param(t, u, h + "mlp.c_proj.weight"), param(t, u, h + "mlp.c_proj.bias")};
 }
 
 Tensor Gpt2Model::x_in(int l) const { return residual_[static_cast<size_t>(residual_of_[static_cast<size_t>(l)])]; }
 Tensor Gpt2Model::x_out(int l) const { return x_in(l + 1); }
 Gpt2Model::LayerActs& Gpt2Model::acts_for(int l) { return *act_sets_[static_cast<size_t>(acts_of_[static_cast<size_t>(l)])]; }
 
-void Gpt2Model::block_forward(int l, Tensor x, Tensor out, LayerActs& a, bool attention_only) {
-  const LayerParams p = layer_params(l, params_);
+void Gpt2Model::block_forward(const LayerParams& p, Tensor x, Tensor out, LayerActs& a,
+                              bool attention_only) {
   const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T, C = shape_.C;
   ops_.layernorm_fwd(a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1w, p.ln1b);
   ops_.matmul_fwd(a.qkv.view({N, 3 * C}), a.ln1, p.qkvw, p.qkvb);
@@ -177,9 +177,8 @@ void Gpt2Model::block_forward(int l, Tensor x, Tensor out, LayerActs& a, bool at
 
 // dx holds dLoss/d(block output) on entry and dLoss/d(block input) on return: both residual
 // branches pass the gradient through unchanged, so the branch gradients are added into it.
-void Gpt2Model::block_backward(int l, Tensor x, LayerActs& a, Tensor dx) {
-  const LayerParams p = layer_params(l, params_);
-  const LayerParams g = layer_params(l, grads_);
+void Gpt2Model::block_backward(const LayerParams& p, const LayerParams& g, Tensor x,
+                               LayerActs& a, Tensor dx) {
   const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T, C = shape_.C;
   Tensor d4 = scratch_4c_, dc = scratch_c_, dqkv = scratch_3c_;
   ops_.matmul_bwd(d4, g.fcpw, g.fcpb, dx, a.fch_gelu, p.fcpw);
@@ -193,14 +192,22 @@ void Gpt2Model::block_backward(int l, Tensor x, LayerActs& a, Tensor dx) {
 }
 
 void Gpt2Model::forward_to_logits(const int32_t* inputs) {
-  ZT_CHECK(params_.defined(), "Gpt2Model: parameters not bound");
+  ZT_CHECK(hooks_ != nullptr, "Gpt2Model: no state hooks set");
   const int64_t C = shape_.C;
-  ops_.encoder_fwd(x_in(0).view({shape_.B, shape_.T, C}), inputs, param(params_, "wte.weight"),
-                   param(params_, "wpe.weight"));
-  for (int l = 0; l < shape_.L; ++l) block_forward(l, x_in(l), x_out(l), acts_for(l), false);
-  ops_.layernorm_fwd(lnf_, lnf_mean_, lnf_rstd_, x_in(shape_.L), param(params_, "ln_f.weight"),
-                     param(params_, "ln_f.bias"));
-  ops_.matmul_fwd(logits_, lnf_, param(params_, "wte.weight"), Tensor());
+  hooks_->begin_pass(ModelStateHooks::Pass::kForward);
+  unit0_params_ = hooks_->unit_params(0);
+  const Tensor& u0 = unit0_params_;
+  ops_.encoder_fwd(x_in(0).view({shape_.B, shape_.T, C}), inputs, param(u0, 0, "wte.weight"),
+                   param(u0, 0, "wpe.weight"));
+  for (int l = 0; l < shape_.L; ++l) {
+    const int u = l + 1;
+    const LayerParams p = layer_params(l, hooks_->unit_params(u));
+    block_forward(p, x_in(l), x_out(l), acts_for(l), false);
+    hooks_->unit_params_done(u);
+  }
+  ops_.layernorm_fwd(lnf_, lnf_mean_, lnf_rstd_, x_in(shape_.L), param(u0, 0, "ln_f.weight"),
+                     param(u0, 0, "ln_f.bias"));
+  ops_.matmul_fwd(logits_, lnf_, param(u0, 0, "wte.weight"), Tensor());
 }
 
 static double sum_losses(const Tensor& losses) {
@@ -213,42 +220,57 @@ static double sum_losses(const Tensor& losses) {
 double Gpt2Model::forward_loss(const int32_t* inputs, const int32_t* targets) {
   forward_to_logits(inputs);
   ops_.softmax_crossentropy(losses_, Tensor(), logits_, targets, 0.0f);
+  hooks_->unit_params_done(0);
   return sum_losses(losses_);
 }
 
 double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets, float dloss) {
-  ZT_CHECK(grads_.defined(), "Gpt2Model: gradients not bound");
   forward_to_logits(inputs);
   ops_.softmax_crossentropy(losses_, logits_, logits_, targets, dloss);  // dlogits in place
   const double loss_sum = sum_losses(losses_);
 
+  hooks_->begin_pass(ModelStateHooks::Pass::kBackward);
+  const Tensor u0 = unit0_params_;
+  const Tensor g0 = hooks_->unit_grads(0);
   // LM head (tied to wte) and final LayerNorm.
-  ops_.matmul_bwd(scratch_c_, param(grads_, "wte.weight"), Tensor(), logits_, lnf_,
-                  param(params_, "wte.weight"));
+  ops_.matmul_bwd(scratch_c_, param(g0, 0, "wte.weight"), Tensor(), logits_, lnf_,
+                  param(u0, 0, "wte.weight"));
   backend_.fill_zero(dx_.data, dx_.nbytes());
-  ops_.layernorm_bwd(dx_, param(grads_, "ln_f.weight"), param(grads_, "ln_f.bias"), scratch_c_,
-                     x_in(shape_.L), param(params_, "ln_f.weight"), lnf_mean_, lnf_rstd_);
+  ops_.layernorm_bwd(dx_, param(g0, 0, "ln_f.weight"), param(g0, 0, "ln_f.bias"), scratch_c_,
+                     x_in(shape_.L), param(u0, 0, "ln_f.weight"), lnf_mean_, lnf_rstd_);
 
   const int L = shape_.L;
   const CheckpointPolicy policy = ckpt_.policy;
   const int n = policy == CheckpointPolicy::kEveryN ? std::max(1, ckpt_.every_n) : 1;
+  std::vector<LayerParams> seg_params;
   for (int l = L - 1; l >= 0;) {
-    // The segment [s, l] is recomputed (if the policy drops it) and then run backward.
+    // The segment [s, l] is recomputed (if the policy drops it) and then run backward; its blocks'
+    // parameters are held from the recompute to their backward.
     const int s = policy == CheckpointPolicy::kEveryN ? l - l % n : l;
+    seg_params.clear();
+    for (int j = s; j <= l; ++j) seg_params.push_back(layer_params(j, hooks_->unit_params(j + 1)));
     if (policy == CheckpointPolicy::kLayer || policy == CheckpointPolicy::kEveryN) {
       for (int j = s; j <= l; ++j) {
         // The segment's last output is already kept (and not needed again): write it to scratch.
         Tensor out = j == l ? scratch_c2_ : x_out(j);
-        block_forward(j, x_in(j), out, acts_for(j), false);
+        block_forward(seg_params[static_cast<size_t>(j - s)], x_in(j), out, acts_for(j), false);
       }
     } else if (policy == CheckpointPolicy::kSelective) {
-      block_forward(l, x_in(l), Tensor(), acts_for(l), true);
+      block_forward(seg_params.back(), x_in(l), Tensor(), acts_for(l), true);
     }
-    for (int j = l; j >= s; --j) block_backward(j, x_in(j), acts_for(j), dx_);
+    for (int j = l; j >= s; --j) {
+      const int u = j + 1;
+      const LayerParams g = layer_params(j, hooks_->unit_grads(u));
+      block_backward(seg_params[static_cast<size_t>(j - s)], g, x_in(j), acts_for(j), dx_);
+      hooks_->unit_grads_done(u);
+      hooks_->unit_params_done(u);
+    }
     l = s - 1;
   }
-  ops_.encoder_bwd(param(grads_, "wte.weight"), param(grads_, "wpe.weight"),
+  ops_.encoder_bwd(param(g0, 0, "wte.weight"), param(g0, 0, "wpe.weight"),
                    dx_.view({shape_.B, shape_.T, shape_.C}), inputs);
+  hooks_->unit_grads_done(0);
+  hooks_->unit_params_done(0);
   return loss_sum;
 }
 

@@ -1,7 +1,6 @@
 // The GPT-2 model on a Backend: forward and backward written op by op, with activation
 // checkpointing. It owns its activation buffers (category activations); parameters and their
-// gradients live in flat buffers owned by the caller (the trainer / ZeRO engine) and are bound as
-// views.
+// gradients belong to the ZeRO engine, which hands them out unit by unit through ModelStateHooks.
 //
 // Note [activation checkpointing policies]
 //   none       every block keeps all the tensors its backward needs.
@@ -22,6 +21,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/config/job_config.h"
 #include "runtime/model/gpt2_params.h"
+#include "runtime/model/state_hooks.h"
 
 namespace zt {
 
@@ -34,17 +34,20 @@ struct Gpt2Shape {
 class Gpt2Model {
  public:
   // Allocates the activation buffers for micro-batches of B sequences of T tokens in `dtype`.
+  // `layout` gives each parameter's global flat offset, `unit_offsets` each unit's (the partition
+  // plan's).
   static Result<std::unique_ptr<Gpt2Model>> create(Backend& backend, const ModelConfig& cfg,
                                                    const ActivationCheckpointingConfig& ckpt,
-                                                   DType dtype, int B, int T);
+                                                   DType dtype, int B, int T, ParamLayout layout,
+                                                   std::vector<int64_t> unit_offsets);
   ~Gpt2Model();
 
   const ParamLayout& layout() const { return layout_; }
   const Gpt2Shape& shape() const { return shape_; }
   DType dtype() const { return dtype_; }
 
-  // Binds the flat working parameters and gradients (layout().total elements of dtype()).
-  void bind(Tensor flat_params, Tensor flat_grads);
+  // Where parameters and gradients come from; must be set before the first pass.
+  void set_hooks(ModelStateHooks* hooks) { hooks_ = hooks; }
 
   // One micro-batch: forward, loss, backward. inputs/targets (B*T) int32. Parameter gradients
   // accumulate (+=) with the loss gradient scaled by `dloss` per token (loss_scale / tokens of the
@@ -60,16 +63,20 @@ class Gpt2Model {
   struct LayerParams;
   struct LayerActs;
   Gpt2Model(Backend& backend, const ModelConfig& cfg, const ActivationCheckpointingConfig& ckpt,
-            DType dtype, int B, int T);
+            DType dtype, int B, int T, ParamLayout layout, std::vector<int64_t> unit_offsets);
   Status allocate();
   Result<Tensor> alloc(Shape shape, DType dtype);
 
-  LayerParams layer_params(int l, const Tensor& flat) const;
-  Tensor param(const Tensor& flat, const std::string& name) const;
+  // Views of block l's parameters (or gradients) inside its unit's tensor.
+  LayerParams layer_params(int l, const Tensor& unit) const;
+  // View of parameter `name` inside the tensor of the unit `unit` that holds it.
+  Tensor param(const Tensor& unit_tensor, int unit, const std::string& name) const;
   // Block forward from x_in to x_out, filling `acts`. attention_only: stop after the attention
   // internals (selective recompute).
-  void block_forward(int l, Tensor x_in, Tensor x_out, LayerActs& acts, bool attention_only);
-  void block_backward(int l, Tensor x_in, LayerActs& acts, Tensor dx);
+  void block_forward(const LayerParams& p, Tensor x_in, Tensor x_out, LayerActs& acts,
+                     bool attention_only);
+  void block_backward(const LayerParams& p, const LayerParams& g, Tensor x_in, LayerActs& acts,
+                      Tensor dx);
   void forward_to_logits(const int32_t* inputs);
   // Which kept residual buffer / activation set layer l uses under the policy.
   Tensor x_in(int l) const;
@@ -83,7 +90,9 @@ class Gpt2Model {
   DType dtype_;
   Gpt2Shape shape_;
   ParamLayout layout_;
-  Tensor params_, grads_;
+  std::vector<int64_t> unit_offsets_;
+  ModelStateHooks* hooks_ = nullptr;
+  Tensor unit0_params_;  // the embedding unit, held from the encoder to the LM head
 
   std::vector<Buffer> buffers_;
   std::vector<Tensor> residual_;  // residual stream buffers (policy-dependent count)

@@ -1,8 +1,9 @@
-// Trainer: one rank's training step — micro-batches with gradient accumulation, mixed precision
-// (16-bit working weights, activations and gradients; fp32 master weights), fp16 dynamic loss
-// scaling, global-norm clipping, AdamW and the learning-rate schedule. Single-rank (ZeRO stage 0
-// on a world of one); the ZeRO engine generalises the parameter/gradient/state handling across
-// ranks.
+// Trainer: one rank's training loop step — micro-batches with gradient accumulation, mixed
+// precision (16-bit working weights, activations and gradients; fp32 master weights), fp16 dynamic
+// loss scaling, global-norm clipping, AdamW and the learning-rate schedule — on top of the ZeRO
+// engine, which owns the model state and its collectives. Every rank of the job runs the same
+// Trainer calls in the same order; losses, norms and overflow flags are global (reduced over
+// ranks) and identical everywhere.
 #pragma once
 
 #include <cstdint>
@@ -11,11 +12,13 @@
 #include <vector>
 
 #include "runtime/backend/backend.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/config/job_config.h"
 #include "runtime/data/data_loader.h"
 #include "runtime/memory/memory_tracker.h"
 #include "runtime/model/gpt2.h"
 #include "runtime/optim/loss_scaler.h"
+#include "runtime/zero/zero_engine.h"
 
 namespace zt {
 
@@ -30,58 +33,64 @@ struct StepResult {
   double step_ms = 0.0;
   double tokens_per_s = 0.0;
   MemorySnapshot memory;     // this rank's current/peak bytes per category during the step
+  CommStats comm;            // this rank's collectives during the step
 };
 
 class Trainer {
  public:
-  // Builds the model, allocates and initialises the state (from model.seed, or model.init_from),
-  // opens the data. cfg must have its batch sizes resolved for a world of one.
+  // Builds the partition plan, the model and the ZeRO engine, initialises the weights (from
+  // model.seed, or model.init_from), opens the data. cfg's batch sizes must be resolved for
+  // comm.world_size() ranks. `comm` must outlive the trainer.
+  static Result<std::unique_ptr<Trainer>> create(const JobConfig& cfg, Backend& backend,
+                                                 Communicator& comm);
+  // A world of one, without MPI.
   static Result<std::unique_ptr<Trainer>> create(const JobConfig& cfg, Backend& backend);
   ~Trainer();
 
-  // Runs optimizer step number completed_steps()+1.
+  // Runs optimizer step number completed_steps()+1. Collective.
   Result<StepResult> step();
   int64_t completed_steps() const { return step_; }
 
-  // Mean loss of the global batch of `step_index` (0-based) without updating anything.
-  double evaluate(int64_t step_index);
+  // Mean loss of the global batch of `step_index` (0-based), nothing updated. Collective.
+  Result<double> evaluate(int64_t step_index);
 
-  // fp32 master weights, flat in the model's layout (the working weights when training in fp32).
-  Tensor master_weights() const;
-  const ParamLayout& layout() const { return model_->layout(); }
+  // Forward and backward of the global batch of `step_index` with loss scale `loss_scale`,
+  // leaving the reduced gradients in the engine (full_grads() at stages 0-1); no update.
+  // Returns the global mean loss. Collective; for tests.
+  Result<double> compute_gradients(int64_t step_index, double loss_scale = 1.0);
+
+  // The full fp32 master weights in layout() order. Collective.
+  Result<std::vector<float>> master_weights();
+  const ParamLayout& layout() const { return engine_->plan().layout; }
+  const PartitionPlan& plan() const { return engine_->plan(); }
   Gpt2Model& model() { return *model_; }
-  Tensor grads() const { return grads_; }
+  ZeroEngine& engine() { return *engine_; }
+  Tensor grads() const { return engine_->full_grads(); }
   DType dtype() const { return dtype_; }
+  Communicator& comm() { return comm_; }
 
-  // Writes the current weights as a Hugging Face GPT-2 safetensors file.
-  Status export_safetensors(const std::string& path, DType dtype) const;
-
-  // Stops after the micro-batches' backward; for tests of gradients (fills grads(), no update).
-  // Returns the mean loss.
-  double compute_gradients(int64_t step_index, double loss_scale = 1.0);
+  // Writes the weights as a Hugging Face GPT-2 safetensors file (rank 0 writes). Collective.
+  Status export_safetensors(const std::string& path, DType dtype);
 
  private:
-  Trainer(const JobConfig& cfg, Backend& backend);
+  Trainer(const JobConfig& cfg, Backend& backend, Communicator& comm);
   Status init();
-  void sync_working_from_master();
+  Result<double> run_micro_batches(int64_t step_index, double loss_scale, bool backward);
+  Result<StepResult> step_impl();
 
   JobConfig cfg_;
   Backend& backend_;
+  Communicator& comm_;
+  std::unique_ptr<Communicator> owned_comm_;
   DType dtype_ = DType::kF32;
+  std::unique_ptr<ZeroEngine> engine_;
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<DataLoader> data_;
   LossScaler scaler_;
-  Buffer params_buf_, grads_buf_, master_buf_, m_buf_, v_buf_;
-  Tensor params_, grads_, master_, m_, v_;
+  Buffer scalar_buf_;  // one fp32 for reducing the loss
   std::vector<int32_t> inputs_, targets_;
-  // Contiguous ranges of the flat buffer with one weight-decay class: {offset, count, decay}.
-  struct DecaySpan {
-    int64_t offset, count;
-    bool decay;
-  };
-  std::vector<DecaySpan> spans_;
-  int64_t step_ = 0;          // optimizer steps run (skipped ones included)
-  int64_t applied_steps_ = 0; // optimizer steps applied (AdamW's t, the scheduler's position)
+  int64_t step_ = 0;           // optimizer steps run (skipped ones included)
+  int64_t applied_steps_ = 0;  // optimizer steps applied (AdamW's t, the scheduler's position)
 };
 
 }  // namespace zt

@@ -84,27 +84,35 @@ TEST(Gpt2Gradient, FastModelMatchesReference) {
     auto tr = Trainer::create(cfg, *be);
     ASSERT_TRUE(tr.is_ok()) << tr.status().to_string();
     Trainer& t = *tr.value();
-    const double loss = t.compute_gradients(0);
+    const double loss = *t.compute_gradients(0);
 
     // The same batch and weights through the reference.
     auto loader = DataLoader::open(cfg.data, cfg.model);
     ASSERT_TRUE(loader.is_ok());
     std::vector<int32_t> in(static_cast<size_t>(B * T)), tgt(in.size());
     loader->fill(0, B, in.data(), tgt.data());
-    const float* w = t.master_weights().ptr<float>();
-    std::vector<double> p(w, w + t.layout().total);
+    // The reference keeps its own (inventory-order) layout: map every parameter by name.
+    const std::vector<float> w = *t.master_weights();
     testing::Gpt2Reference ref(cfg.model, B, T);
+    std::vector<double> p(static_cast<size_t>(ref.layout().total), 0.0);
+    for (const ParamEntry& e : t.layout().entries) {
+      const ParamEntry* re = ref.layout().find(e.spec.name);
+      ASSERT_NE(re, nullptr) << e.spec.name;
+      for (int64_t i = 0; i < e.spec.numel(); ++i)
+        p[static_cast<size_t>(re->offset + i)] = w[static_cast<size_t>(e.offset + i)];
+    }
     std::vector<double> g_ref;
     const double ref_loss = ref.loss(p, in.data(), tgt.data(), &g_ref);
     EXPECT_NEAR(loss, ref_loss, 1e-5 * ref_loss);
 
     const float* g = t.grads().ptr<float>();
     for (const ParamEntry& e : t.layout().entries) {
+      const int64_t roff = ref.layout().find(e.spec.name)->offset;
       double max_ref = 0, max_err = 0;
       for (int64_t i = 0; i < e.spec.numel(); ++i) {
-        const size_t k = static_cast<size_t>(e.offset + i);
-        max_ref = std::max(max_ref, std::fabs(g_ref[k]));
-        max_err = std::max(max_err, std::fabs(g[k] - g_ref[k]));
+        const double gr = g_ref[static_cast<size_t>(roff + i)];
+        max_ref = std::max(max_ref, std::fabs(gr));
+        max_err = std::max(max_err, std::fabs(g[static_cast<size_t>(e.offset + i)] - gr));
       }
       EXPECT_LE(max_err, 1e-4 * max_ref + 1e-7)
           << e.spec.name << ": max |grad - ref| " << max_err << " vs max |ref| " << max_ref;

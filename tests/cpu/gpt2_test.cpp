@@ -130,7 +130,7 @@ TEST_F(Gpt2Test, CheckpointPoliciesGiveIdenticalGradientsAndSaveMemory) {
       auto be = make_cpu_backend();
       auto t = make(cfg, *be);
       ASSERT_TRUE(t);
-      const double loss = t->compute_gradients(3);
+      const double loss = *t->compute_gradients(3);
       const std::vector<float> g = to_f32_vector(t->grads());
       const int64_t bytes = t->model().activation_bytes();
       if (c.policy == CheckpointPolicy::kNone) {
@@ -161,7 +161,7 @@ TEST_F(Gpt2Test, AccumulationSplitDoesNotChangeTheStep) {
     EXPECT_NEAR(ra->loss, rb->loss, 1e-5 * ra->loss) << "step " << s;
     EXPECT_NEAR(ra->grad_norm, rb->grad_norm, 1e-4 * ra->grad_norm) << "step " << s;
   }
-  const auto wa = to_f32_vector(ta->master_weights()), wb = to_f32_vector(tb->master_weights());
+  const auto wa = *ta->master_weights(), wb = *tb->master_weights();
   double max_diff = 0;
   for (size_t i = 0; i < wa.size(); ++i) max_diff = std::max<double>(max_diff, std::fabs(wa[i] - wb[i]));
   EXPECT_LT(max_diff, 1e-5);
@@ -219,12 +219,12 @@ TEST_F(Gpt2Test, Fp16OverflowIsSkippedNotApplied) {
   auto be = make_cpu_backend();
   auto t = make(cfg, *be);
   ASSERT_TRUE(t);
-  const auto before = to_f32_vector(t->master_weights());
+  const auto before = *t->master_weights();
   auto r = t->step();
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_TRUE(r->skipped);
   EXPECT_EQ(r->loss_scale, std::ldexp(1.0, 40));
-  const auto after = to_f32_vector(t->master_weights());
+  const auto after = *t->master_weights();
   EXPECT_EQ(0, std::memcmp(before.data(), after.data(), before.size() * 4));
   // The scale halves each time until the gradients fit; then steps apply.
   int skipped = 1;
@@ -239,7 +239,7 @@ TEST_F(Gpt2Test, Fp16OverflowIsSkippedNotApplied) {
   }
   EXPECT_GT(skipped, 5);
   EXPECT_LT(skipped, 40);
-  const auto moved = to_f32_vector(t->master_weights());
+  const auto moved = *t->master_weights();
   EXPECT_NE(0, std::memcmp(before.data(), moved.data(), before.size() * 4));
 }
 
@@ -260,9 +260,9 @@ TEST_F(Gpt2Test, ExportThenInitFromRoundTrips) {
   auto be_b = make_cpu_backend();
   auto b = make(cfg_b, *be_b);
   ASSERT_TRUE(b);
-  const auto wa = to_f32_vector(a->master_weights()), wb = to_f32_vector(b->master_weights());
+  const auto wa = *a->master_weights(), wb = *b->master_weights();
   ASSERT_EQ(0, std::memcmp(wa.data(), wb.data(), wa.size() * 4));
-  EXPECT_EQ(a->evaluate(7), b->evaluate(7));
+  EXPECT_EQ(*a->evaluate(7), *b->evaluate(7));
 
   // A bf16 export loads too, within bf16 rounding of the weights.
   const std::string path16 = dir_.file("export_bf16.safetensors");
@@ -271,7 +271,7 @@ TEST_F(Gpt2Test, ExportThenInitFromRoundTrips) {
   auto be_c = make_cpu_backend();
   auto c = make(cfg_b, *be_c);
   ASSERT_TRUE(c);
-  EXPECT_NEAR(c->evaluate(7), a->evaluate(7), 0.01 * a->evaluate(7));
+  EXPECT_NEAR(*c->evaluate(7), *a->evaluate(7), 0.01 * *a->evaluate(7));
 }
 
 TEST_F(Gpt2Test, InitFromWithWrongShapeNamesTheTensor) {

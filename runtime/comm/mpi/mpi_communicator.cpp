@@ -38,19 +38,13 @@ void reduce_half(void* in, void* inout, int* len, MPI_Datatype*) {
   }
 }
 
-// One op serves both 16-bit types: it tells them apart by the datatype handle.
-HalfTypes* half_types_ptr = nullptr;
-void half_sum(void* in, void* inout, int* len, MPI_Datatype* dt) {
-  if (*dt == half_types_ptr->bf16) reduce_half<bf16, false>(in, inout, len, dt);
-  else reduce_half<fp16, false>(in, inout, len, dt);
-}
-void half_max(void* in, void* inout, int* len, MPI_Datatype* dt) {
-  if (*dt == half_types_ptr->bf16) reduce_half<bf16, true>(in, inout, len, dt);
-  else reduce_half<fp16, true>(in, inout, len, dt);
-}
+void half_sum(void* in, void* inout, int* len, MPI_Datatype* dt);
+void half_max(void* in, void* inout, int* len, MPI_Datatype* dt);
 
+// Thread-safe one-time creation (a function-local static): several communication threads may
+// reach it, and the ops read it from inside MPI, at the same time.
 const HalfTypes& half_types() {
-  static HalfTypes t = [] {
+  static const HalfTypes t = [] {
     HalfTypes h;
     MPI_Type_contiguous(2, MPI_BYTE, &h.bf16);
     MPI_Type_commit(&h.bf16);
@@ -60,8 +54,17 @@ const HalfTypes& half_types() {
     MPI_Op_create(&half_max, 1, &h.max);
     return h;
   }();
-  half_types_ptr = &t;
   return t;
+}
+
+// One op serves both 16-bit types: it tells them apart by the datatype handle.
+void half_sum(void* in, void* inout, int* len, MPI_Datatype* dt) {
+  if (*dt == half_types().bf16) reduce_half<bf16, false>(in, inout, len, dt);
+  else reduce_half<fp16, false>(in, inout, len, dt);
+}
+void half_max(void* in, void* inout, int* len, MPI_Datatype* dt) {
+  if (*dt == half_types().bf16) reduce_half<bf16, true>(in, inout, len, dt);
+  else reduce_half<fp16, true>(in, inout, len, dt);
 }
 
 MPI_Datatype mpi_type(DType t) {
@@ -177,8 +180,13 @@ class MpiCommunicator final : public Communicator {
   }
 
   std::unique_ptr<Work> broadcast_async(Tensor buf, int root) override {
+    ZT_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of a world of {}", root,
+             size_);
     const int n = as_count(buf.numel(), "broadcast");
-    const int64_t bytes = rank_ == root && size_ > 1 ? static_cast<int64_t>(buf.nbytes()) : 0;
+    // Ring (chain) broadcast root -> root+1 -> ... : every rank but the chain's last, root-1 mod N,
+    // forwards the buffer once, so the job sends it N-1 times in all.
+    const int last = (root + size_ - 1) % size_;
+    const int64_t bytes = size_ > 1 && rank_ != last ? static_cast<int64_t>(buf.nbytes()) : 0;
     return enqueue(CollectiveKind::kBroadcast, bytes,
                    fmt::format("broadcast of {} {} elements from rank {}", n,
                                dtype_name(buf.dtype), root),

@@ -1,0 +1,146 @@
+// ZeroEngine: one rank's share of the model state under ZeRO stage 0-3, and the collectives that
+// keep it consistent (Note [partition plan] says who owns what).
+//
+//   stage | working weights (dtype) | gradients                     | master + AdamW m, v (fp32)
+//   0     | full                    | full, all-reduced per bucket  | full (replicated update)
+//   1     | full                    | full, reduce-scattered        | own shard
+//   2     | full                    | own shard; per-unit buckets   | own shard
+//         |                         | reduce-scattered as soon as   |
+//         |                         | the unit's backward is done   |
+//   3     | own shard (+ persistent | as stage 2                    | own shard
+//         | buckets); units gathered |                               |
+//         | before use, prefetched, |                               |
+//         | freed after             |                               |
+// After the update, stages 1 and 2 all-gather the new working weights bucket by bucket; stage 3
+// only refreshes its shard (and all-gathers the persistent buckets).
+//
+// Note [gradient reduction]
+// Stage 0/1 accumulate every micro-batch into the full gradient buffer and reduce only after the
+// last micro-batch of the step; stage 2/3 reduce-scatter each micro-batch's unit gradients and add
+// the result into the shard (the full gradient is never kept). With overlap_comm the reduction of a
+// unit is issued the moment its backward is done and runs on the communication thread while the
+// backward of the next unit computes; without it, each reduction is waited for at once.
+//
+// The engine implements ModelStateHooks, so the model never sees which stage is running.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/config/job_config.h"
+#include "runtime/model/state_hooks.h"
+#include "runtime/zero/partition_plan.h"
+
+namespace zt {
+
+struct AdamWStep {
+  float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2, grad_scale;
+};
+
+class ZeroEngine final : public ModelStateHooks {
+ public:
+  static Result<std::unique_ptr<ZeroEngine>> create(const JobConfig& cfg, PartitionPlan plan,
+                                                    Backend& backend, Communicator& comm,
+                                                    DType dtype);
+  ~ZeroEngine() override;
+
+  const PartitionPlan& plan() const { return plan_; }
+  int rank() const { return comm_.rank(); }
+  int world_size() const { return comm_.world_size(); }
+
+  // Fills this rank's master weights (from model.seed, or from model.init_from) and the working
+  // weights derived from them. Collective.
+  Status init_weights();
+
+  // Zeroes the gradient state at the start of a step.
+  void zero_grads();
+  // Before each micro-batch: whether it is the last of the step (stage 0/1 reduce only then).
+  void begin_micro_batch(bool last_of_step);
+  // Waits for every reduction and gather issued so far (call after the last micro-batch).
+  Status finish_backward();
+
+  struct GradStats {
+    double sum_squares = 0.0;  // of the (scaled) reduced gradient, over all ranks
+    bool overflow = false;     // any Inf/NaN anywhere
+  };
+  Result<GradStats> grad_stats();
+
+  // AdamW on the state this rank owns (weight decay only where the parameter has >= 2 dims), then
+  // refreshes the working weights everywhere they live. Collective.
+  Status optimizer_step(const AdamWStep& step);
+
+  // The full fp32 master weights in the plan's global layout (padding zero). Collective: every
+  // rank must call it; every rank gets the whole vector.
+  Result<std::vector<float>> gather_master();
+
+  // The full gradient buffer at stages 0 and 1 (after finish_backward: reduced); undefined else.
+  Tensor full_grads() const { return grads_full_; }
+
+  // ModelStateHooks
+  void begin_pass(Pass pass) override;
+  Tensor unit_params(int u) override;
+  void unit_params_done(int u) override;
+  Tensor unit_grads(int u) override;
+  void unit_grads_done(int u) override;
+
+  // Memory this rank holds per category is in backend.memory(); these report the live
+  // stage-3 gathers and gradient buckets (for the memory model and its tests).
+  int64_t peak_gathered_bytes() const { return peak_gathered_bytes_; }
+
+ private:
+  struct Pending {
+    std::unique_ptr<Work> work;
+    Buffer recv;       // reduce-scatter output to add into the gradient shard (stage 2/3)
+    int64_t shard_offset = 0, recv_elems = 0;
+    Buffer release;    // a unit gradient buffer to return to the pool when done
+  };
+  struct Gathered {
+    Buffer buf;
+    std::vector<std::unique_ptr<Work>> works;
+    int refs = 0;
+    bool waited = false;
+  };
+
+  ZeroEngine(const JobConfig& cfg, PartitionPlan plan, Backend& backend, Communicator& comm,
+             DType dtype);
+  Status allocate();
+  Status refresh_working_weights();
+  void check(const Status& st);  // a failed collective is fatal to the step: throw with context
+  Result<Buffer> take(std::vector<Buffer>& pool, int64_t elements, MemCategory cat);
+  void start_gather(int u);
+  void prefetch_from(int u);
+  void drain_pending(size_t keep);
+  Tensor shard_slot(const Tensor& full, const PlanBucket& b) const;
+
+  JobConfig cfg_;
+  PartitionPlan plan_;
+  Backend& backend_;
+  Communicator& comm_;
+  DType dtype_;
+  int stage_;
+  bool overlap_;
+  bool last_micro_ = true;
+  Pass pass_ = Pass::kForward;
+
+  Buffer params_full_buf_, param_shard_buf_, grads_full_buf_, grad_shard_buf_;
+  Buffer master_buf_, m_buf_, v_buf_;
+  Tensor params_full_, param_shard_, grads_full_, grad_shard_, master_, m_, v_;
+  std::vector<Buffer> persistent_buf_;  // per bucket (stage 3, persistent ones only)
+  // Stage 3: gathered units; stage 2/3: unit gradient buffers handed to the model.
+  std::vector<std::unique_ptr<Gathered>> gathered_;
+  std::vector<Buffer> unit_grad_buf_;
+  std::vector<Buffer> param_pool_, grad_pool_, recv_pool_;
+  std::deque<Pending> pending_;
+  // Contiguous ranges of the optimizer state with one weight-decay class.
+  struct Span {
+    int64_t offset, count;
+    bool decay;
+  };
+  std::vector<Span> spans_;
+  int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
+};
+
+}  // namespace zt
