@@ -7,14 +7,15 @@
 #include "runtime/comm/mpi/mpi_communicator.h"
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
   auto env = zt::MpiEnvironment::init(&argc, &argv);
   if (!env.is_ok()) {
     std::fprintf(stderr, "%s\n", env.status().to_string().c_str());
     return 1;
   }
-  // Other ranks print failures only, prefixed by their rank through gtest's own output.
+  // Other ranks print failures only. gtest picks its printer inside InitGoogleTest, so the flag is
+  // set before it.
   if (env.value()->world_rank() != 0) GTEST_FLAG_SET(brief, true);
+  ::testing::InitGoogleTest(&argc, argv);
   const int local = RUN_ALL_TESTS();
   int global = 0;
   MPI_Allreduce(&local, &global, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
