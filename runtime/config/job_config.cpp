@@ -59,6 +59,7 @@ constexpr std::string_view kTopKeys[] = {"train_batch_size",
                                          "train",
                                          "activation_checkpointing",
                                          "checkpoint",
+                                         "comm",
                                          "backend"};
 constexpr std::string_view kModelKeys[] = {"family", "vocab_size", "block_size", "n_layer",
                                            "n_head", "n_embd",     "seed",       "init_from"};
@@ -91,6 +92,7 @@ constexpr std::string_view kZeroKeys[] = {"stage",
 constexpr std::string_view kOffloadKeys[] = {"device", "nvme_path", "buffer_count", "pin_memory"};
 constexpr std::string_view kActivationCheckpointingKeys[] = {"policy", "every_n"};
 constexpr std::string_view kCheckpointKeys[] = {"every_steps", "keep_last"};
+constexpr std::string_view kCommKeys[] = {"timeout_s"};
 
 // DeepSpeed settings often found in a ds_config.json that zerotrain does not implement. They are
 // errors like any unknown key (nothing is ignored silently), but the message says what they are.
@@ -148,6 +150,7 @@ constexpr SectionKeys kSchema[] = {
     {"zero_optimization.offload_param", kOffloadKeys},
     {"activation_checkpointing", kActivationCheckpointingKeys},
     {"checkpoint", kCheckpointKeys},
+    {"comm", kCommKeys},
 };
 
 // ---- Small helpers. ----
@@ -370,6 +373,7 @@ class Parser {
   void parse_offload(const YAML::Node& zero, std::string_view key, OffloadConfig* out);
   void parse_activation_checkpointing(const YAML::Node& root);
   void parse_checkpoint(const YAML::Node& root);
+  void parse_comm(const YAML::Node& root);
 
   // Combinations (phase 2).
   void check_combinations();
@@ -861,6 +865,13 @@ void Parser::parse_activation_checkpointing(const YAML::Node& root) {
   get_int(*a, sec, "every_n", 1, kIntMax, &cfg_.activation_checkpointing.every_n);
 }
 
+void Parser::parse_comm(const YAML::Node& root) {
+  auto c = section(root, "", "comm", kCommKeys, Need::kOptional);
+  if (!c) return;
+  if (get_real(*c, "comm", "timeout_s", &cfg_.comm.timeout_s))
+    check_min("comm.timeout_s", cfg_.comm.timeout_s, 0, false);
+}
+
 void Parser::parse_checkpoint(const YAML::Node& root) {
   auto c = section(root, "", "checkpoint", kCheckpointKeys, Need::kOptional);
   if (!c) return;
@@ -1010,6 +1021,7 @@ Result<JobConfig> Parser::parse(const std::string& text) {
     parse_zero(root);
     parse_activation_checkpointing(root);
     parse_checkpoint(root);
+    parse_comm(root);
     if (errors_.empty()) check_combinations();
   } catch (const YAML::Exception& e) {
     // The walk checks node kinds before using them; reaching here is a bug, but the user still
@@ -1278,7 +1290,9 @@ std::string to_yaml(const JobConfig& c) {
 
   fmt::format_to(out, "checkpoint:\n  every_steps: {}  # 0: only on request\n",
                  c.checkpoint.every_steps);
-  fmt::format_to(out, "  keep_last: {}  # 0: keep all\n", c.checkpoint.keep_last);
+  fmt::format_to(out, "  keep_last: {}  # 0: keep all\n\n", c.checkpoint.keep_last);
+  fmt::format_to(out, "comm:\n  timeout_s: {}  # a collective slower than this fails the job\n",
+                 real_text(c.comm.timeout_s));
   return y;
 }
 

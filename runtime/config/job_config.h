@@ -127,6 +127,12 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
+// zerotrain's own: how long a collective may take before the job fails (a peer gone or wedged).
+struct CommConfig {
+  double timeout_s = 300.0;
+  bool operator==(const CommConfig&) const = default;
+};
+
 enum class BackendKind { kCpu, kCuda };
 
 struct JobConfig {
@@ -148,6 +154,7 @@ struct JobConfig {
   TrainConfig train;
   ActivationCheckpointingConfig activation_checkpointing;
   CheckpointConfig checkpoint;
+  CommConfig comm;
   BackendKind backend = BackendKind::kCpu;
 
   // Where relative paths (data.path, model.init_from, nvme_path) were resolved from.

@@ -56,6 +56,7 @@ Status Trainer::init() {
                       cfg_.gradient_accumulation_steps, W);
   const int B = static_cast<int>(cfg_.train_micro_batch_size_per_gpu);
   const int T = cfg_.model.block_size;
+  comm_.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(cfg_.comm.timeout_s * 1000.0)));
 
   ZT_ASSIGN_OR_RETURN(PartitionPlan plan,
                       make_partition_plan(cfg_.model, cfg_.zero, comm_.world_size()));

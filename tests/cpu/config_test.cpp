@@ -120,6 +120,8 @@ const BadCase kBadCases[] = {
      "zero_optimization.contiguous_gradients", 7,
      "a DeepSpeed setting that zerotrain does not implement; remove it"},
     {"KeyInWrongSection", "$BASE\nlr: 0.1\n", "lr", 5, "'lr' belongs in optimizer.params"},
+    {"CommTimeoutNotPositive", "$BASE\ncomm:\n  timeout_s: 0\n", "comm.timeout_s", 6,
+     "must be > 0"},
     {"UnknownSectionListsKnownKeys", "$BASE\nlogging:\n  level: info\n", "logging", 5,
      "unknown key (known keys here: train_batch_size,"},
     {"DuplicateKey", "$BASE\ntrain: {steps: 5}\n", "train", 5,
