@@ -10,12 +10,15 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <mpi.h>
 
+#include "kernels/threads.h"
 #include "runtime/backend/backend.h"
 #include "runtime/comm/mpi/mpi_communicator.h"
 #include "runtime/config/job_config.h"
@@ -91,6 +94,14 @@ int run(int argc, char** argv) {
   auto env = std::move(env_or).value();
   Context ctx{env->world_rank(), env->world_size(), nullptr};
   const bool lead = ctx.rank == 0;
+  // Ranks on one machine share its cores: unless OMP_NUM_THREADS says otherwise, each takes an
+  // equal part (oversubscribed spinning OpenMP pools slow everyone down several times over).
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const int local_ranks = local ? std::max(1, std::atoi(local)) : 1;
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    zt::kernels::cpu::set_num_threads(std::max(1, cores / local_ranks));
+  }
 
   auto cfg_or = zt::load_job_config(config_path);
   if (!cfg_or.is_ok()) return fail(cfg_or.status(), ctx);
