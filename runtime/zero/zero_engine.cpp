@@ -105,12 +105,18 @@ void ZeroEngine::check(const Status& st) {
 
 Result<Buffer> ZeroEngine::take(std::vector<Buffer>& pool, int64_t elements, MemCategory cat) {
   const size_t bytes = static_cast<size_t>(elements) * dtype_size(dtype_);
-  for (size_t i = 0; i < pool.size(); ++i) {
-    if (pool[i].bytes() >= bytes) {
-      Buffer b = std::move(pool[i]);
-      pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
-      return b;
-    }
+  // Best fit: the smallest pooled buffer that is large enough. First fit hands a block-sized buffer
+  // to the (smaller) embedding unit at the start of the next micro-batch, and the next block then
+  // allocates one more block-sized buffer: from the second step on, each pool held a whole unit
+  // more than the memory model (parameters at stage 3, gradients at stages 2 and 3).
+  size_t best = pool.size();
+  for (size_t i = 0; i < pool.size(); ++i)
+    if (pool[i].bytes() >= bytes && (best == pool.size() || pool[i].bytes() < pool[best].bytes()))
+      best = i;
+  if (best < pool.size()) {
+    Buffer b = std::move(pool[best]);
+    pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(best));
+    return b;
   }
   return backend_.allocate(bytes, cat);
 }

@@ -76,7 +76,9 @@ class ZeroEngine final : public ModelStateHooks {
   // rank must call it; every rank gets the whole vector.
   Result<std::vector<float>> gather_master();
 
-  // The full gradient buffer at stages 0 and 1 (after finish_backward: reduced); undefined else.
+  // The full gradient buffer at stages 0 and 1 (after finish_backward: all-reduced at stage 0; at
+  // stage 1 it holds this rank's local sum, the reduced values being in the shard); undefined at
+  // stages 2 and 3.
   Tensor full_grads() const { return grads_full_; }
 
   // ModelStateHooks
