@@ -1,6 +1,7 @@
 #include "runtime/comm/mpi/mpi_communicator.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -296,6 +297,10 @@ Result<std::unique_ptr<MpiEnvironment>> MpiEnvironment::init(int* argc, char*** 
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
+    // Our communication thread sits in blocking MPI calls while compute runs on the same cores:
+    // Open MPI's default busy-polling there steals them from the kernels (measured ~1.5x slower
+    // steps at 4 ranks on 2 cores). Yield instead, unless the user chose otherwise.
+    setenv("OMPI_MCA_mpi_yield_when_idle", "1", /*overwrite=*/0);
     int provided = 0;
     const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
     if (rc != MPI_SUCCESS)
