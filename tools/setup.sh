@@ -16,6 +16,7 @@ PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   liburing-dev libxxhash-dev libcpp-httplib-dev
   python3-torch python3-numpy
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -621,7 +621,7 @@ TEST_F(ConfigTest, ShippedConfigsParseAndRoundTrip) {
     if (name == "tiny") {
       EXPECT_EQ(c.model.vocab_size, 256);
       EXPECT_EQ(c.train_micro_batch_size_per_gpu, 8);
-      EXPECT_EQ(c.train.steps, 200);
+      EXPECT_EQ(c.train.steps, 600);
       EXPECT_EQ(c.scheduler.type, "WarmupCosineLR");
       EXPECT_EQ(c.optimizer.type, "AdamW");
       EXPECT_FLOAT_EQ(c.optimizer.lr, 1e-3f);
