@@ -134,6 +134,7 @@ void to_wire(const Heartbeat& m, wire::Heartbeat::Builder b) {
   b.setRank(m.rank);
   b.setStep(m.step);
   b.setTimeUnixMs(m.time_unix_ms);
+  b.setDone(m.done);
 }
 
 void to_wire(const StepReport& m, wire::StepReport::Builder b) {
@@ -303,6 +304,7 @@ Result<Message> from_wire(wire::Heartbeat::Reader r) {
   m.rank = r.getRank();
   m.step = r.getStep();
   m.time_unix_ms = r.getTimeUnixMs();
+  m.done = r.getDone();
   return Message(m);
 }
 

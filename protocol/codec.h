@@ -79,6 +79,7 @@ struct Heartbeat {
   int32_t rank = 0;
   int64_t step = 0;  // last completed optimizer step
   int64_t time_unix_ms = 0;
+  bool done = false;  // the sender's last message: it finished (or stopped) and is exiting
   bool operator==(const Heartbeat&) const = default;
 };
 

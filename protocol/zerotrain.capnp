@@ -72,6 +72,7 @@ struct Heartbeat {
   rank @0 :Int32;
   step @1 :Int64;        # last completed optimizer step (0: none yet)
   timeUnixMs @2 :Int64;  # sender's wall clock, for spotting wedged ranks and clock skew
+  done @3 :Bool;         # the sender's last message: it finished (or stopped) and is exiting
 }
 
 # One rank's share of an optimizer step. Sums, not means: the coordinator adds the parts of all

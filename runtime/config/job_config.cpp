@@ -92,7 +92,8 @@ constexpr std::string_view kZeroKeys[] = {"stage",
 constexpr std::string_view kOffloadKeys[] = {"device", "nvme_path", "buffer_count", "pin_memory"};
 constexpr std::string_view kActivationCheckpointingKeys[] = {"policy", "every_n"};
 constexpr std::string_view kCheckpointKeys[] = {"every_steps", "keep_last"};
-constexpr std::string_view kCommKeys[] = {"timeout_s"};
+constexpr std::string_view kCommKeys[] = {"timeout_s", "heartbeat_timeout_s",
+                                          "heartbeat_interval_s"};
 
 // DeepSpeed settings often found in a ds_config.json that zerotrain does not implement. They are
 // errors like any unknown key (nothing is ignored silently), but the message says what they are.
@@ -870,6 +871,14 @@ void Parser::parse_comm(const YAML::Node& root) {
   if (!c) return;
   if (get_real(*c, "comm", "timeout_s", &cfg_.comm.timeout_s))
     check_min("comm.timeout_s", cfg_.comm.timeout_s, 0, false);
+  if (get_real(*c, "comm", "heartbeat_timeout_s", &cfg_.comm.heartbeat_timeout_s))
+    check_min("comm.heartbeat_timeout_s", cfg_.comm.heartbeat_timeout_s, 0, false);
+  if (get_real(*c, "comm", "heartbeat_interval_s", &cfg_.comm.heartbeat_interval_s))
+    check_min("comm.heartbeat_interval_s", cfg_.comm.heartbeat_interval_s, 0, false);
+  if (cfg_.comm.heartbeat_interval_s >= cfg_.comm.heartbeat_timeout_s)
+    fail("comm.heartbeat_interval_s",
+         fmt::format("{} must be shorter than comm.heartbeat_timeout_s ({})",
+                     cfg_.comm.heartbeat_interval_s, cfg_.comm.heartbeat_timeout_s));
 }
 
 void Parser::parse_checkpoint(const YAML::Node& root) {
@@ -1293,6 +1302,9 @@ std::string to_yaml(const JobConfig& c) {
   fmt::format_to(out, "  keep_last: {}  # 0: keep all\n\n", c.checkpoint.keep_last);
   fmt::format_to(out, "comm:\n  timeout_s: {}  # a collective slower than this fails the job\n",
                  real_text(c.comm.timeout_s));
+  fmt::format_to(out, "  heartbeat_timeout_s: {}  # a process silent this long is dead\n",
+                 real_text(c.comm.heartbeat_timeout_s));
+  fmt::format_to(out, "  heartbeat_interval_s: {}\n", real_text(c.comm.heartbeat_interval_s));
   return y;
 }
 

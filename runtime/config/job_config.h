@@ -127,9 +127,13 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
-// zerotrain's own: how long a collective may take before the job fails (a peer gone or wedged).
+// zerotrain's own: how long a collective may take before the job fails (a peer gone or wedged),
+// and the control plane's liveness: a worker (or the coordinator) silent for heartbeat_timeout_s
+// is declared dead; everyone sends a heartbeat every heartbeat_interval_s.
 struct CommConfig {
   double timeout_s = 300.0;
+  double heartbeat_timeout_s = 30.0;
+  double heartbeat_interval_s = 1.0;
   bool operator==(const CommConfig&) const = default;
 };
 

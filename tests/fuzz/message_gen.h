@@ -116,7 +116,7 @@ class MessageGen {
     m.resume_from = text();
     return m;
   }
-  Heartbeat heartbeat() { return Heartbeat{i32(), i64(), i64()}; }
+  Heartbeat heartbeat() { return Heartbeat{i32(), i64(), i64(), (i32() & 1) != 0}; }
   StepReport step_report() {
     StepReport m;
     m.rank = i32();
