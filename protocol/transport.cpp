@@ -501,6 +501,14 @@ Result<std::unique_ptr<ClientSocket>> ClientSocket::connect(const CoordinatorAdd
   return c;
 }
 
+Status ServerSocket::set_linger(std::chrono::milliseconds linger) {
+  return set_int(socket_, ZMQ_LINGER, static_cast<int>(linger.count()), "ZMQ_LINGER");
+}
+
+Status ClientSocket::set_linger(std::chrono::milliseconds linger) {
+  return set_int(socket_, ZMQ_LINGER, static_cast<int>(linger.count()), "ZMQ_LINGER");
+}
+
 ClientSocket::~ClientSocket() {
   if (monitor_) {
     zmq_socket_monitor(socket_, nullptr, 0);

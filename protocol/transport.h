@@ -131,6 +131,9 @@ class ServerSocket {
   Status send(const PeerId& peer, const Message& msg) { return send(peer, encode(msg)); }
 
   const ServerStats& stats() const { return stats_; }
+  // How long closing the socket may wait to deliver frames still queued (default 0: drop them).
+  // Set it before the last messages of a process (aborts, goodbyes) so they are not lost.
+  Status set_linger(std::chrono::milliseconds linger);
   void set_drop_handler(DropHandler handler) { drop_handler_ = std::move(handler); }
 
  private:
@@ -172,6 +175,8 @@ class ClientSocket {
   // whether the CURVE handshake failed (a key mismatch), never happened (no server there) or
   // completed (the coordinator is just quiet); kDataError for a frame that does not decode.
   Result<DecodedMessage> recv(std::chrono::milliseconds timeout);
+  // As ServerSocket::set_linger.
+  Status set_linger(std::chrono::milliseconds linger);
 
   // Whether a CURVE handshake with the server has succeeded so far on this socket.
   bool handshake_completed();

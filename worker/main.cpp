@@ -1,15 +1,21 @@
-// zt-worker: executes a training job on one rank; under `mpirun -np N` the ranks together run the
-// ZeRO stage the config asks for.
+// zt-worker: executes a training job on one rank; `mpirun -np N` starts the ranks.
 //
-// Until the coordinator lands (control-plane issue), the workers run a job on their own: every rank
-// reads the config, the ranks train for train.steps, and rank 0 writes the run directory
-// (config.resolved.yaml, metrics.jsonl with every rank's memory, events.log). SIGINT/SIGTERM (which
-// mpirun forwards to every rank) stop the job after the step in flight — the ranks agree on the
-// step through a collective — with everything written so far intact. A rank that fails reports
-// and aborts the whole MPI job rather than leave the others waiting.
+//   mpirun -np N zt-worker --coordinator tcp://HOST:PORT [--run-dir DIR]
+//     registers with the coordinator (its public key from ZT_COORDINATOR_KEY or DIR), receives the
+//     resolved config and the partition plan, trains, and reports every step and a heartbeat;
+//     the coordinator writes the run directory. Its stop command, or SIGINT/SIGTERM, stops every
+//     rank after the same step; its abort command, or its silence for comm.heartbeat_timeout_s,
+//     aborts the MPI job.
+//   mpirun -np N zt-worker --config FILE --run-dir DIR
+//     runs the job without a coordinator; rank 0 writes the run directory.
+// A rank that fails reports (to the coordinator when there is one) and aborts the whole MPI job
+// rather than leave the others waiting in a collective.
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -25,6 +31,7 @@
 #include "runtime/core/check.h"
 #include "runtime/train/run_dir.h"
 #include "runtime/train/trainer.h"
+#include "worker/control_client.h"
 
 namespace {
 
@@ -39,6 +46,7 @@ std::string format_eta(double seconds) {
 struct Context {
   int rank = 0, world = 1;
   zt::RunDir* run_dir = nullptr;
+  zt::ControlClient* control = nullptr;
 };
 
 // Reports a failure and ends the job: with several ranks the others may be inside a collective,
@@ -47,6 +55,7 @@ int fail(const zt::Status& st, const Context& ctx) {
   std::fprintf(stderr, "zt-worker[rank %d/%d]: error: %s\n", ctx.rank, ctx.world,
                st.to_string().c_str());
   if (ctx.run_dir) (void)ctx.run_dir->event(fmt::format("failed on rank {}: {}", ctx.rank, st.to_string()));
+  if (ctx.control) ctx.control->report_error(st.to_string());
   std::fflush(stderr);
   if (ctx.world > 1) zt::mpi_abort(1);
   return 1;
@@ -79,10 +88,19 @@ std::vector<zt::MemorySnapshot> gather_memory(const zt::MemorySnapshot& mine, co
 
 int run(int argc, char** argv) {
   CLI::App app{"zt-worker: trains a GPT-2 model; run N of them with mpirun -np N"};
-  std::string config_path, run_dir_path, export_path, export_dtype = "fp32";
+  std::string config_path, run_dir_path, export_path, export_dtype = "fp32", coordinator;
   int64_t steps_override = 0;
-  app.add_option("--config", config_path, "job config (YAML or DeepSpeed-style JSON)")->required();
-  app.add_option("--run-dir", run_dir_path, "run directory (created if missing)")->required();
+  double register_timeout_s = 300.0;
+  app.add_option("--coordinator", coordinator,
+                 "the coordinator's endpoint (tcp://HOST:PORT; default $ZT_COORDINATOR or the "
+                 "run dir's coordinator.endpoint)");
+  app.add_option("--config", config_path,
+                 "job config, to run without a coordinator (YAML or DeepSpeed-style JSON)");
+  app.add_option("--run-dir", run_dir_path,
+                 "run directory: written here without a coordinator; with one, where its "
+                 "endpoint and key files are");
+  app.add_option("--register-timeout", register_timeout_s,
+                 "seconds to wait for the coordinator's plan");
   app.add_option("--steps", steps_override, "override train.steps");
   app.add_option("--export", export_path,
                  "after training, write the weights as a Hugging Face GPT-2 .safetensors file");
@@ -103,16 +121,54 @@ int run(int argc, char** argv) {
     zt::kernels::cpu::set_num_threads(std::max(1, cores / local_ranks));
   }
 
-  auto cfg_or = zt::load_job_config(config_path);
-  if (!cfg_or.is_ok()) return fail(cfg_or.status(), ctx);
-  zt::JobConfig cfg = std::move(cfg_or).value();
+  const bool with_coordinator = config_path.empty();
+  if (with_coordinator && coordinator.empty() && run_dir_path.empty() &&
+      std::getenv("ZT_COORDINATOR") == nullptr)
+    return fail(zt::make_error(zt::StatusCode::kInvalidArgument,
+                               "give --coordinator tcp://HOST:PORT (or --run-dir of the job, or "
+                               "ZT_COORDINATOR), or --config FILE --run-dir DIR to run without a "
+                               "coordinator"),
+                ctx);
+  if (!with_coordinator && run_dir_path.empty())
+    return fail(zt::make_error(zt::StatusCode::kInvalidArgument, "--config needs --run-dir"), ctx);
+
+  zt::JobConfig cfg;
+  std::unique_ptr<zt::ControlClient> control;
+  std::unique_ptr<zt::RunDir> run_dir;
+  if (with_coordinator) {
+    auto address = zt::protocol::find_coordinator(run_dir_path, coordinator);
+    if (!address.is_ok()) return fail(address.status(), ctx);
+    zt::protocol::WorkerHello hello;
+    hello.rank = ctx.rank;
+    hello.world_size = ctx.world;
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    hello.host = host;
+    hello.pid = getpid();
+    hello.backend = zt::protocol::Backend::kCpu;
+    hello.device_name = "cpu";
+    hello.host_memory_bytes =
+        static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+    auto client = zt::ControlClient::register_worker(*address, hello, register_timeout_s);
+    if (!client.is_ok()) return fail(client.status(), ctx);
+    control = std::move(client).value();
+    ctx.control = control.get();
+    const zt::protocol::Plan& plan = control->plan();
+    auto parsed = zt::parse_job_config(plan.config_yaml, "<config from the coordinator>", plan.run_dir);
+    if (!parsed.is_ok()) return fail(parsed.status(), ctx);
+    cfg = std::move(parsed).value();
+    run_dir_path = plan.run_dir;
+  } else {
+    auto cfg_or = zt::load_job_config(config_path);
+    if (!cfg_or.is_ok()) return fail(cfg_or.status(), ctx);
+    cfg = std::move(cfg_or).value();
+  }
   if (steps_override > 0) cfg.train.steps = steps_override;
   if (zt::Status st = zt::resolve_batch_sizes(cfg, ctx.world); !st.is_ok()) return fail(st, ctx);
   auto export_type = zt::parse_dtype(export_dtype);
   if (!export_type.is_ok()) return fail(export_type.status().with_context("--export-dtype"), ctx);
 
-  std::unique_ptr<zt::RunDir> run_dir;
-  if (lead) {
+  if (lead && !with_coordinator) {
     auto rd = zt::RunDir::open(run_dir_path);
     if (!rd.is_ok()) return fail(rd.status(), ctx);
     run_dir = std::make_unique<zt::RunDir>(std::move(rd).value());
@@ -128,7 +184,27 @@ int run(int argc, char** argv) {
   if (!trainer_or.is_ok()) return fail(trainer_or.status(), ctx);
   auto trainer = std::move(trainer_or).value();
   const auto& layout = trainer->layout();
-  if (lead) {
+  if (control) {
+    // One plan for the job: what this rank computed must be what the coordinator sent.
+    const zt::protocol::PartitionSpec& spec = control->plan().partition;
+    const zt::PartitionPlan& mine = trainer->plan();
+    bool same = spec.world_size == mine.world_size && spec.stage == mine.stage &&
+                spec.total == mine.total && spec.shard_total == mine.shard_total &&
+                spec.buckets.size() == mine.buckets.size();
+    for (size_t i = 0; same && i < mine.buckets.size(); ++i) {
+      const zt::PlanBucket& b = mine.buckets[i];
+      const zt::protocol::BucketSpec& o = spec.buckets[i];
+      same = o.unit == b.unit && o.offset == b.offset && o.padded == b.padded &&
+             o.shard == b.shard && o.shard_offset == b.shard_offset && o.persistent == b.persistent;
+    }
+    if (!same)
+      return fail(zt::make_error(zt::StatusCode::kInternal,
+                                 "the coordinator's partition plan differs from this worker's: "
+                                 "are the coordinator and the workers the same zerotrain build?"),
+                  ctx);
+    control->start(cfg.comm.heartbeat_interval_s, cfg.comm.heartbeat_timeout_s);
+  }
+  if (lead && !control) {
     (void)run_dir->event(fmt::format("started: {} parameters, world {}, ZeRO stage {}, {} steps, "
                                      "dtype {}",
                                      layout.num_parameters, ctx.world, cfg.zero.stage,
@@ -151,10 +227,37 @@ int run(int argc, char** argv) {
   while (trainer->completed_steps() < cfg.train.steps) {
     auto r = trainer->step();
     if (!r.is_ok()) return fail(r.status(), ctx);
-    const auto memory = gather_memory(r->memory, ctx);
     elapsed_ms += r->step_ms;
     const int64_t done = r->step;
-    if (lead) {
+    if (control) {
+      // The trainer already reduced loss and norm over the ranks; rank 0 carries the totals as its
+      // "parts" and the others add zero, so the coordinator's sum over ranks is exact.
+      zt::protocol::StepReport rep;
+      rep.rank = ctx.rank;
+      rep.step = r->step;
+      rep.loss_sum = lead ? r->loss * static_cast<double>(r->tokens) : 0.0;
+      rep.token_count = lead ? r->tokens : 0;
+      rep.grad_norm_sq_part = lead && std::isfinite(r->grad_norm) ? r->grad_norm * r->grad_norm : 0.0;
+      rep.overflow = r->skipped;
+      rep.step_ms = r->step_ms;
+      rep.lr = r->lr;
+      rep.loss_scale = r->loss_scale;
+      for (size_t c = 0; c < zt::kNumMemCategories; ++c) {
+        rep.memory_current[c] = r->memory.current[c];
+        rep.memory_peak[c] = r->memory.peak[c];
+      }
+      rep.memory_total_current = r->memory.total_current;
+      rep.memory_total_peak = r->memory.total_peak;
+      for (size_t k = 0; k < zt::kNumCollectiveKinds; ++k) {
+        rep.comm_bytes[k] = r->comm.bytes[k];
+        rep.comm_calls[k] = r->comm.calls[k];
+      }
+      rep.comm_busy_ms = r->comm.busy_ms;
+      rep.comm_blocked_ms = r->comm.blocked_ms;
+      control->report_step(rep);
+    } else {
+      const auto memory = gather_memory(r->memory, ctx);
+      if (lead) {
       if (zt::Status st = run_dir->append_metrics(*r, memory); !st.is_ok()) return fail(st, ctx);
       if (done % print_every == 0 || done == cfg.train.steps || done == 1) {
         const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
@@ -165,19 +268,23 @@ int run(int argc, char** argv) {
                     r->tokens_per_s, format_eta(eta).c_str());
         std::fflush(stdout);
       }
+      }
     }
-    // Stop only where every rank stops: agree on the signal with a collective.
+    // Stop only where every rank stops: agree on the signal (or the coordinator's stop) with a
+    // collective. 64 stands for the coordinator's stop command.
     float* flag = static_cast<float*>(stop_buf->data());
     flag[0] = static_cast<float>(g_stop_signal.load());
+    if (control && control->stop_requested() && flag[0] == 0.0f) flag[0] = 64.0f;
     if (zt::Status st = comm->all_reduce(stop_buf->as(zt::DType::kF32, {1}), zt::ReduceOp::kMax);
         !st.is_ok())
       return fail(st, ctx);
     if (const int sig = static_cast<int>(flag[0])) {
-      if (lead) {
+      if (lead && run_dir) {
         (void)run_dir->event(fmt::format("stopped by signal {} after step {}", sig, done));
         std::printf("zt-worker: stopped by signal %d after step %lld\n", sig,
                     static_cast<long long>(done));
       }
+      if (control) control->finish(done);
       return 0;
     }
   }
@@ -185,11 +292,13 @@ int run(int argc, char** argv) {
     if (zt::Status st = trainer->export_safetensors(export_path, export_type.value()); !st.is_ok())
       return fail(st, ctx);
     if (lead) {
-      (void)run_dir->event("exported " + export_path);
+      if (run_dir) (void)run_dir->event("exported " + export_path);
       std::printf("zt-worker: exported %s\n", export_path.c_str());
     }
   }
-  if (lead) {
+  if (control) {
+    control->finish(trainer->completed_steps());
+  } else if (lead) {
     (void)run_dir->event(fmt::format("finished {} steps", trainer->completed_steps()));
     std::printf("zt-worker: done; run dir: %s\n", run_dir_path.c_str());
   }

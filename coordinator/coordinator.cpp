@@ -1,0 +1,393 @@
+#include "coordinator/coordinator.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+namespace zt {
+
+namespace fs = std::filesystem;
+using protocol::JobState;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::string format_eta(double seconds) {
+  if (!(seconds >= 0)) return "?";
+  const long s = static_cast<long>(seconds + 0.5);
+  return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
+}
+
+protocol::PartitionSpec to_spec(const PartitionPlan& p) {
+  protocol::PartitionSpec s;
+  s.world_size = p.world_size;
+  s.stage = p.stage;
+  s.total = p.total;
+  s.shard_total = p.shard_total;
+  s.summary = p.summary();
+  for (const PlanBucket& b : p.buckets)
+    s.buckets.push_back({b.unit, b.first_param, b.end_param, b.offset, b.numel, b.padded, b.shard,
+                         b.shard_offset, b.persistent});
+  return s;
+}
+
+}  // namespace
+
+Coordinator::Coordinator(const CoordinatorOptions& options) : opts_(options) {}
+Coordinator::~Coordinator() = default;
+
+Result<std::unique_ptr<Coordinator>> Coordinator::create(const CoordinatorOptions& options) {
+  std::unique_ptr<Coordinator> c(new Coordinator(options));
+  ZT_RETURN_IF_ERROR(c->init());
+  return c;
+}
+
+Status Coordinator::init() {
+  ZT_ASSIGN_OR_RETURN(cfg_, load_job_config(opts_.config_path));
+  if (opts_.world < 0)
+    return make_error(StatusCode::kInvalidArgument, "--world {} must be positive", opts_.world);
+  if (opts_.world > 0) {
+    // Check the batch arithmetic now, before anyone waits for workers.
+    JobConfig probe = cfg_;
+    ZT_RETURN_IF_ERROR(resolve_batch_sizes(probe, opts_.world).with_context("--world"));
+  }
+  ZT_ASSIGN_OR_RETURN(RunDir rd, RunDir::open(opts_.run_dir));
+  run_dir_ = std::make_unique<RunDir>(std::move(rd));
+  ZT_ASSIGN_OR_RETURN(keys_, protocol::generate_keypair());
+  protocol::ServerOptions so;
+  so.bind_endpoint = opts_.listen;
+  ZT_ASSIGN_OR_RETURN(server_, protocol::ServerSocket::bind(keys_, so));
+  server_->set_drop_handler([this](const protocol::PeerId& peer, const Status& why) {
+    event(fmt::format("dropped a frame: {}", why.message()));
+    // A peer speaking another protocol version learns why nobody answers it.
+    if (why.code() == StatusCode::kUnsupported) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      (void)server_->send(peer, protocol::ErrorReport{-1, host, why.message()});
+    }
+  });
+  ZT_RETURN_IF_ERROR(
+      protocol::write_endpoint_files(opts_.run_dir, server_->endpoint(), keys_.public_key));
+  tty_ = isatty(STDOUT_FILENO) != 0;
+  event(fmt::format("coordinator listening on {} (pid {}), config {}", server_->endpoint(),
+                    getpid(), opts_.config_path));
+  return Status::ok();
+}
+
+void Coordinator::event(const std::string& line) {
+  if (run_dir_) (void)run_dir_->event(line);
+}
+
+Coordinator::Rank* Coordinator::rank_of_peer(const protocol::PeerId& peer) {
+  for (Rank& r : ranks_)
+    if (r.registered && r.peer == peer) return &r;
+  return nullptr;
+}
+
+int Coordinator::run() {
+  started_ = Clock::now();
+  last_heartbeat_sent_ = started_;
+  if (!opts_.quiet)
+    std::printf("zt-coordinator: listening on %s; waiting for %s worker(s); run dir %s\n",
+                server_->endpoint().c_str(),
+                opts_.world > 0 ? std::to_string(opts_.world).c_str() : "the", opts_.run_dir.c_str());
+  std::fflush(stdout);
+  while (state_ != JobState::kFinished && state_ != JobState::kFailed) {
+    if (stop_requested_.exchange(false)) begin_stop("stop requested by signal");
+    auto in = server_->recv(std::chrono::milliseconds(100));
+    if (in.is_ok()) {
+      handle(*in);
+    } else if (in.status().code() != StatusCode::kTimeout) {
+      fail("control socket: " + in.status().to_string());
+    }
+    if (state_ == JobState::kFinished || state_ == JobState::kFailed) break;
+    if (state_ == JobState::kStarting) {
+      if (seconds_since(started_) > opts_.register_timeout_s) {
+        std::string missing;
+        for (size_t r = 0; r < ranks_.size(); ++r)
+          if (!ranks_[r].registered) missing += fmt::format(" {}", r);
+        fail(world_ == 0 ? fmt::format("no worker registered within {} s (start them with "
+                                       "`mpirun -np N zt-worker --coordinator {}`)",
+                                       opts_.register_timeout_s, server_->endpoint())
+                         : fmt::format("ranks{} of {} did not register within {} s",
+                                       missing, world_, opts_.register_timeout_s));
+      }
+      if (stopping_) {
+        event("stopped before the job started");
+        state_ = JobState::kFinished;
+      }
+      continue;
+    }
+    send_heartbeats();
+    check_liveness();
+  }
+  // Aborts and final replies still queued must reach the workers before the socket closes.
+  (void)server_->set_linger(std::chrono::seconds(2));
+  if (state_ == JobState::kFailed) {
+    std::fprintf(stderr, "zt-coordinator: job failed: %s\n", failure_.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+void Coordinator::handle(const protocol::Incoming& in) {
+  const protocol::Message& m = in.message.body;
+  if (const auto* h = std::get_if<protocol::WorkerHello>(&m)) return on_hello(in.peer, *h);
+  if (const auto* c = std::get_if<protocol::CtlRequest>(&m)) return on_ctl(in.peer, *c);
+  Rank* r = rank_of_peer(in.peer);
+  if (!r) {
+    event(fmt::format("ignored a {} from an unregistered peer",
+                      protocol::message_kind_name(in.message.kind())));
+    return;
+  }
+  r->last_seen = Clock::now();
+  if (const auto* hb = std::get_if<protocol::Heartbeat>(&m)) {
+    r->last_step = hb->step;
+    if (hb->done && !r->done) {
+      r->done = true;
+      bool all = true;
+      for (const Rank& x : ranks_) all = all && x.done;
+      if (all) {
+        event(stopping_ ? fmt::format("stopped after step {}", completed_step_)
+                        : fmt::format("finished {} steps", completed_step_));
+        if (!opts_.quiet)
+          std::printf("%szt-coordinator: %s after step %lld; run dir %s\n", tty_ ? "\n" : "",
+                      stopping_ ? "stopped" : "finished", static_cast<long long>(completed_step_),
+                      opts_.run_dir.c_str());
+        state_ = JobState::kFinished;
+      }
+    }
+  } else if (const auto* s = std::get_if<protocol::StepReport>(&m)) {
+    on_step_report(*s);
+  } else if (const auto* e = std::get_if<protocol::ErrorReport>(&m)) {
+    fail(fmt::format("rank {} on {} (pid {}) reported: {}", e->rank, r->hello.host, r->hello.pid,
+                     e->message));
+  } else {
+    event(fmt::format("ignored an unexpected {} from rank {}",
+                      protocol::message_kind_name(in.message.kind()), r->hello.rank));
+  }
+}
+
+void Coordinator::on_hello(const protocol::PeerId& peer, const protocol::WorkerHello& h) {
+  if (state_ != JobState::kStarting) {
+    (void)server_->send(peer, protocol::ErrorReport{-1, "", "the job is already running"});
+    event(fmt::format("refused a late registration of rank {} from {} (pid {})", h.rank, h.host,
+                      h.pid));
+    return;
+  }
+  if (world_ == 0) {
+    world_ = opts_.world > 0 ? opts_.world : h.world_size;
+    ranks_.assign(static_cast<size_t>(world_), Rank{});
+  }
+  if (h.world_size != world_) {
+    return fail(fmt::format("rank {} on {} reports a world of {} but the job has {} ranks "
+                            "(--world / the first worker)",
+                            h.rank, h.host, h.world_size, world_));
+  }
+  if (h.rank < 0 || h.rank >= world_)
+    return fail(fmt::format("rank {} on {} is outside the world of {}", h.rank, h.host, world_));
+  Rank& r = ranks_[static_cast<size_t>(h.rank)];
+  if (r.registered)
+    return fail(fmt::format("rank {} registered twice: from {} (pid {}) and from {} (pid {})",
+                            h.rank, r.hello.host, r.hello.pid, h.host, h.pid));
+  r.registered = true;
+  r.peer = peer;
+  r.hello = h;
+  r.last_seen = Clock::now();
+  event(fmt::format("registered rank {} of {}: host {}, pid {}, backend {}, host memory {:.1f} GiB",
+                    h.rank, world_, h.host, h.pid, protocol::backend_name(h.backend),
+                    h.host_memory_bytes / 1073741824.0));
+  for (const Rank& x : ranks_)
+    if (!x.registered) return;
+  if (Status st = send_plans(); !st.is_ok()) fail(st.to_string());
+}
+
+Status Coordinator::send_plans() {
+  ZT_RETURN_IF_ERROR(resolve_batch_sizes(cfg_, world_));
+  ZT_ASSIGN_OR_RETURN(PartitionPlan plan, make_partition_plan(cfg_.model, cfg_.zero, world_));
+  ZT_RETURN_IF_ERROR(run_dir_->write_resolved_config(cfg_));
+  protocol::Plan msg;
+  msg.config_yaml = to_yaml(cfg_);
+  msg.partition = to_spec(plan);
+  msg.run_dir = fs::absolute(opts_.run_dir).string();
+  plan_ = std::move(plan);
+  for (const Rank& r : ranks_) ZT_RETURN_IF_ERROR(server_->send(r.peer, msg));
+  state_ = JobState::kRunning;
+  started_ = Clock::now();
+  event(fmt::format("plan sent to {} ranks: ZeRO stage {}, {} parameters, {} elements per rank "
+                    "shard, global batch {} sequences",
+                    world_, plan_->stage, plan_->layout.num_parameters, plan_->shard_total,
+                    cfg_.train_batch_size));
+  if (!opts_.quiet) {
+    std::printf("zt-coordinator: %d workers registered; GPT-2 %.2fM parameters, ZeRO stage %d, "
+                "%lld steps\n",
+                world_, plan_->layout.num_parameters / 1e6, plan_->stage,
+                static_cast<long long>(cfg_.train.steps));
+    std::fflush(stdout);
+  }
+  if (stopping_) begin_stop("stop requested during registration");
+  return Status::ok();
+}
+
+void Coordinator::on_step_report(const protocol::StepReport& rep) {
+  Rank& rk = ranks_[static_cast<size_t>(rep.rank)];
+  rk.last_step = rep.step;
+  rk.current = rep.memory_current;
+  for (size_t c = 0; c < rk.peak.size(); ++c) rk.peak[c] = std::max(rk.peak[c], rep.memory_peak[c]);
+  auto& slot = pending_steps_[rep.step];
+  if (slot.empty()) slot.resize(static_cast<size_t>(world_));
+  slot[static_cast<size_t>(rep.rank)] = rep;
+  for (const auto& s : slot)
+    if (!s) return;
+
+  // Every rank has reported this step: one metrics line. Loss and norm parts are sums over ranks.
+  StepResult r;
+  r.step = rep.step;
+  double loss_sum = 0, sq = 0;
+  int64_t tokens = 0;
+  std::vector<MemorySnapshot> mem(static_cast<size_t>(world_));
+  for (size_t i = 0; i < slot.size(); ++i) {
+    const protocol::StepReport& s = *slot[i];
+    loss_sum += s.loss_sum;
+    tokens += s.token_count;
+    sq += s.grad_norm_sq_part;
+    r.step_ms = std::max(r.step_ms, s.step_ms);
+    r.skipped = r.skipped || s.overflow;
+    for (size_t c = 0; c < kNumMemCategories; ++c) {
+      mem[i].current[c] = s.memory_current[c];
+      mem[i].peak[c] = s.memory_peak[c];
+    }
+    mem[i].total_current = s.memory_total_current;
+    mem[i].total_peak = s.memory_total_peak;
+  }
+  const protocol::StepReport& first = *slot[0];
+  r.loss = tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;
+  r.tokens = tokens;
+  r.lr = first.lr;
+  r.loss_scale = first.loss_scale;
+  r.grad_norm = r.skipped ? INFINITY : std::sqrt(sq);
+  r.tokens_per_s = r.step_ms > 0 ? static_cast<double>(tokens) / (r.step_ms / 1000.0) : 0.0;
+  pending_steps_.erase(rep.step);
+  if (Status st = run_dir_->append_metrics(r, mem); !st.is_ok()) return fail(st.to_string());
+  completed_step_ = std::max(completed_step_, r.step);
+  last_loss_ = r.loss;
+  last_tokens_per_s_ = r.tokens_per_s;
+  step_ms_sum_ += r.step_ms;
+  print_progress(r);
+}
+
+void Coordinator::print_progress(const StepResult& r) {
+  if (opts_.quiet) return;
+  const int64_t total = cfg_.train.steps;
+  const double eta = step_ms_sum_ / 1000.0 / static_cast<double>(completed_step_) *
+                     static_cast<double>(total - completed_step_);
+  if (tty_) {
+    const int width = 30;
+    const int filled = static_cast<int>(width * static_cast<double>(r.step) / static_cast<double>(total));
+    std::string bar(static_cast<size_t>(std::clamp(filled, 0, width)), '#');
+    bar.resize(static_cast<size_t>(width), '.');
+    std::printf("\r[%s] %lld/%lld | loss %.4f | %.0f tok/s | ETA %s   ", bar.c_str(),
+                static_cast<long long>(r.step), static_cast<long long>(total), r.loss,
+                r.tokens_per_s, format_eta(eta).c_str());
+  } else if (r.step == 1 || r.step % std::max<int64_t>(1, cfg_.steps_per_print) == 0 ||
+             r.step == total) {
+    std::printf("step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
+                static_cast<long long>(r.step), static_cast<long long>(total), r.loss, r.lr,
+                r.grad_norm, r.skipped ? " (skipped: fp16 overflow)" : "", r.tokens_per_s,
+                format_eta(eta).c_str());
+  }
+  std::fflush(stdout);
+}
+
+protocol::CtlReply Coordinator::status_reply() const {
+  protocol::CtlReply rep;
+  rep.state = stopping_ && state_ == JobState::kRunning ? JobState::kStopping : state_;
+  rep.step = completed_step_;
+  rep.total_steps = cfg_.train.steps;
+  rep.world_size = world_;
+  rep.loss = last_loss_;
+  rep.tokens_per_sec = last_tokens_per_s_;
+  rep.eta_seconds = completed_step_ > 0 ? step_ms_sum_ / 1000.0 / static_cast<double>(completed_step_) *
+                                              static_cast<double>(cfg_.train.steps - completed_step_)
+                                        : -1.0;
+  for (size_t i = 0; i < ranks_.size(); ++i) {
+    const Rank& r = ranks_[i];
+    if (!r.registered) continue;
+    rep.ranks.push_back({static_cast<int32_t>(i), r.hello.host, r.current, r.peak,
+                         static_cast<int64_t>(seconds_since(r.last_seen) * 1000.0)});
+  }
+  if (!failure_.empty())
+    rep.message = failure_;
+  else if (plan_)
+    rep.message = plan_->summary();
+  return rep;
+}
+
+void Coordinator::on_ctl(const protocol::PeerId& peer, const protocol::CtlRequest& req) {
+  protocol::CtlReply rep = status_reply();
+  switch (req.type) {
+    case protocol::CtlRequest::Type::kStatus:
+      break;
+    case protocol::CtlRequest::Type::kStop:
+      rep.message = stopping_ ? "already stopping" : "stopping after the step in flight";
+      begin_stop("stop requested by ztctl");
+      rep.state = JobState::kStopping;
+      break;
+    case protocol::CtlRequest::Type::kCheckpoint:
+      rep.ok = false;
+      rep.message = "checkpoints are not available in this build yet";
+      break;
+  }
+  (void)server_->send(peer, rep);
+}
+
+void Coordinator::begin_stop(const std::string& why) {
+  if (stopping_) return;
+  stopping_ = true;
+  event(why);
+  if (state_ != JobState::kRunning) return;  // registration: stop once the plan is out
+  for (const Rank& r : ranks_)
+    (void)server_->send(r.peer, protocol::Command{protocol::Command::Type::kStop, completed_step_, ""});
+}
+
+void Coordinator::send_heartbeats() {
+  if (seconds_since(last_heartbeat_sent_) < cfg_.comm.heartbeat_interval_s) return;
+  last_heartbeat_sent_ = Clock::now();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  for (const Rank& r : ranks_)
+    if (!r.done) (void)server_->send(r.peer, protocol::Heartbeat{-1, completed_step_, now_ms, false});
+}
+
+void Coordinator::check_liveness() {
+  for (size_t i = 0; i < ranks_.size(); ++i) {
+    const Rank& r = ranks_[i];
+    if (r.done) continue;
+    const double silent = seconds_since(r.last_seen);
+    if (silent > cfg_.comm.heartbeat_timeout_s)
+      return fail(fmt::format("rank {} on {} (pid {}) has been silent for {:.1f} s (heartbeat "
+                              "timeout {} s): the process died or hangs",
+                              i, r.hello.host, r.hello.pid, silent, cfg_.comm.heartbeat_timeout_s));
+  }
+}
+
+void Coordinator::fail(const std::string& why) {
+  if (state_ == JobState::kFailed) return;
+  failure_ = why;
+  state_ = JobState::kFailed;
+  event("failed: " + why);
+  for (const Rank& r : ranks_)
+    if (r.registered && !r.done)
+      (void)server_->send(r.peer, protocol::Command{protocol::Command::Type::kAbort,
+                                                    completed_step_, why});
+}
+
+}  // namespace zt

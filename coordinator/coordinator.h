@@ -1,0 +1,101 @@
+// The coordinator: the single source of truth of a job. It validates the config, waits for every
+// worker to register, computes the partition plan (make_partition_plan, the same function the ZeRO
+// engine uses) and sends it with the resolved config, aggregates the ranks' step reports into
+// metrics.jsonl and a progress line, answers ztctl, and watches liveness: a worker silent for
+// comm.heartbeat_timeout_s, or one that reports an error, fails the job — the survivors are told to
+// abort, events.log says which rank on which host failed and why, and run() returns non-zero.
+// A stop (ztctl stop, SIGINT/SIGTERM) lets the workers finish the step in flight and returns 0.
+//
+// Single-threaded: run() polls the socket and checks timers; request_stop() only sets a flag, so it
+// may be called from a signal handler.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/codec.h"
+#include "protocol/transport.h"
+#include "runtime/config/job_config.h"
+#include "runtime/train/run_dir.h"
+#include "runtime/zero/partition_plan.h"
+
+namespace zt {
+
+struct CoordinatorOptions {
+  std::string config_path;
+  std::string run_dir;
+  std::string listen = "tcp://127.0.0.1:0";
+  int world = 0;                      // 0: the world size the first worker reports
+  double register_timeout_s = 300.0;  // all ranks must register within this
+  bool quiet = false;                 // no progress output (tests)
+};
+
+class Coordinator {
+ public:
+  // Validates the config, opens the run directory, binds the socket and writes the endpoint and
+  // public key files (mode 0600) into the run directory.
+  static Result<std::unique_ptr<Coordinator>> create(const CoordinatorOptions& options);
+  ~Coordinator();
+
+  const std::string& endpoint() const { return server_->endpoint(); }
+  const std::string& public_key() const { return keys_.public_key; }
+
+  // Runs the job to its end: 0 when it finished or was stopped, 1 when it failed.
+  int run();
+  // Asks for a graceful stop (async-signal-safe).
+  void request_stop() { stop_requested_.store(true); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Rank {
+    bool registered = false;
+    protocol::PeerId peer;
+    protocol::WorkerHello hello;
+    Clock::time_point last_seen;
+    int64_t last_step = 0;
+    bool done = false;
+    protocol::MemBytes current{}, peak{};
+  };
+
+  explicit Coordinator(const CoordinatorOptions& options);
+  Status init();
+  void handle(const protocol::Incoming& in);
+  void on_hello(const protocol::PeerId& peer, const protocol::WorkerHello& h);
+  void on_step_report(const protocol::StepReport& r);
+  void on_ctl(const protocol::PeerId& peer, const protocol::CtlRequest& req);
+  Status send_plans();
+  void check_liveness();
+  void send_heartbeats();
+  void begin_stop(const std::string& why);
+  void fail(const std::string& why);
+  void event(const std::string& line);
+  protocol::CtlReply status_reply() const;
+  Rank* rank_of_peer(const protocol::PeerId& peer);
+  void print_progress(const StepResult& r);
+
+  CoordinatorOptions opts_;
+  JobConfig cfg_;
+  std::unique_ptr<RunDir> run_dir_;
+  protocol::CurveKeyPair keys_;
+  std::unique_ptr<protocol::ServerSocket> server_;
+  protocol::JobState state_ = protocol::JobState::kStarting;
+  int world_ = 0;
+  std::vector<Rank> ranks_;
+  std::optional<PartitionPlan> plan_;
+  // Step reports waiting for the other ranks: step -> per-rank report.
+  std::map<int64_t, std::vector<std::optional<protocol::StepReport>>> pending_steps_;
+  int64_t completed_step_ = 0;
+  double last_loss_ = 0.0, last_tokens_per_s_ = 0.0, step_ms_sum_ = 0.0;
+  Clock::time_point started_, last_heartbeat_sent_;
+  std::atomic<bool> stop_requested_{false};
+  bool stopping_ = false;
+  std::string failure_;
+  bool tty_ = false;
+};
+
+}  // namespace zt
