@@ -47,7 +47,8 @@ Result<std::unique_ptr<ControlClient>> ControlClient::register_worker(
     if (const auto* err = m->as<protocol::ErrorReport>())
       return make_error(StatusCode::kAborted, "rank {}: the coordinator refused: {}", hello.rank,
                         err->message);
-    if (const auto* cmd = m->as<protocol::Command>(); cmd && cmd->type == protocol::Command::Type::kAbort)
+    if (const auto* cmd = m->as<protocol::Command>();
+        cmd && cmd->type == protocol::Command::Type::kAbort)
       return make_error(StatusCode::kAborted, "rank {}: the coordinator aborted the job: {}",
                         hello.rank, cmd->reason);
     // Heartbeats before the plan are fine; anything else is ignored.
@@ -111,7 +112,8 @@ void ControlClient::run() {
     bool closing;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait_for(lk, std::chrono::milliseconds(50), [this] { return closing_ || !outbox_.empty(); });
+      cv_.wait_for(lk, std::chrono::milliseconds(50),
+                   [this] { return closing_ || !outbox_.empty(); });
       out.swap(outbox_);
       closing = closing_;
     }

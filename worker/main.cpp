@@ -10,19 +10,19 @@
 //     runs the job without a coordinator; rank 0 writes the run directory.
 // A rank that fails reports (to the coordinator when there is one) and aborts the whole MPI job
 // rather than leave the others waiting in a collective.
+#include <unistd.h>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <string>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <mpi.h>
+#include <CLI/CLI.hpp>
 
 #include "kernels/threads.h"
 #include "runtime/backend/backend.h"
@@ -54,7 +54,8 @@ struct Context {
 int fail(const zt::Status& st, const Context& ctx) {
   std::fprintf(stderr, "zt-worker[rank %d/%d]: error: %s\n", ctx.rank, ctx.world,
                st.to_string().c_str());
-  if (ctx.run_dir) (void)ctx.run_dir->event(fmt::format("failed on rank {}: {}", ctx.rank, st.to_string()));
+  if (ctx.run_dir)
+    (void)ctx.run_dir->event(fmt::format("failed on rank {}: {}", ctx.rank, st.to_string()));
   if (ctx.control) ctx.control->report_error(st.to_string());
   std::fflush(stderr);
   if (ctx.world > 1) zt::mpi_abort(1);
@@ -147,14 +148,15 @@ int run(int argc, char** argv) {
     hello.pid = getpid();
     hello.backend = zt::protocol::Backend::kCpu;
     hello.device_name = "cpu";
-    hello.host_memory_bytes =
-        static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+    hello.host_memory_bytes = static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) *
+                              static_cast<int64_t>(sysconf(_SC_PAGESIZE));
     auto client = zt::ControlClient::register_worker(*address, hello, register_timeout_s);
     if (!client.is_ok()) return fail(client.status(), ctx);
     control = std::move(client).value();
     ctx.control = control.get();
     const zt::protocol::Plan& plan = control->plan();
-    auto parsed = zt::parse_job_config(plan.config_yaml, "<config from the coordinator>", plan.run_dir);
+    auto parsed =
+        zt::parse_job_config(plan.config_yaml, "<config from the coordinator>", plan.run_dir);
     if (!parsed.is_ok()) return fail(parsed.status(), ctx);
     cfg = std::move(parsed).value();
     run_dir_path = plan.run_dir;
@@ -205,16 +207,18 @@ int run(int argc, char** argv) {
     control->start(cfg.comm.heartbeat_interval_s, cfg.comm.heartbeat_timeout_s);
   }
   if (lead && !control) {
-    (void)run_dir->event(fmt::format("started: {} parameters, world {}, ZeRO stage {}, {} steps, "
-                                     "dtype {}",
-                                     layout.num_parameters, ctx.world, cfg.zero.stage,
-                                     cfg.train.steps, zt::dtype_name(trainer->dtype())));
-    std::printf("zt-worker: GPT-2 %.2fM parameters, %s, %d worker(s), ZeRO stage %d, micro-batch "
-                "%lld x %lld accumulation, %lld steps; run dir %s\n",
-                layout.num_parameters / 1e6, zt::dtype_name(trainer->dtype()), ctx.world,
-                cfg.zero.stage, static_cast<long long>(cfg.train_micro_batch_size_per_gpu),
-                static_cast<long long>(cfg.gradient_accumulation_steps),
-                static_cast<long long>(cfg.train.steps), run_dir_path.c_str());
+    (void)run_dir->event(
+        fmt::format("started: {} parameters, world {}, ZeRO stage {}, {} steps, "
+                    "dtype {}",
+                    layout.num_parameters, ctx.world, cfg.zero.stage, cfg.train.steps,
+                    zt::dtype_name(trainer->dtype())));
+    std::printf(
+        "zt-worker: GPT-2 %.2fM parameters, %s, %d worker(s), ZeRO stage %d, micro-batch "
+        "%lld x %lld accumulation, %lld steps; run dir %s\n",
+        layout.num_parameters / 1e6, zt::dtype_name(trainer->dtype()), ctx.world, cfg.zero.stage,
+        static_cast<long long>(cfg.train_micro_batch_size_per_gpu),
+        static_cast<long long>(cfg.gradient_accumulation_steps),
+        static_cast<long long>(cfg.train.steps), run_dir_path.c_str());
     std::fflush(stdout);
   }
 
@@ -237,7 +241,8 @@ int run(int argc, char** argv) {
       rep.step = r->step;
       rep.loss_sum = lead ? r->loss * static_cast<double>(r->tokens) : 0.0;
       rep.token_count = lead ? r->tokens : 0;
-      rep.grad_norm_sq_part = lead && std::isfinite(r->grad_norm) ? r->grad_norm * r->grad_norm : 0.0;
+      rep.grad_norm_sq_part =
+          lead && std::isfinite(r->grad_norm) ? r->grad_norm * r->grad_norm : 0.0;
       rep.overflow = r->skipped;
       rep.step_ms = r->step_ms;
       rep.lr = r->lr;
@@ -258,16 +263,17 @@ int run(int argc, char** argv) {
     } else {
       const auto memory = gather_memory(r->memory, ctx);
       if (lead) {
-      if (zt::Status st = run_dir->append_metrics(*r, memory); !st.is_ok()) return fail(st, ctx);
-      if (done % print_every == 0 || done == cfg.train.steps || done == 1) {
-        const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
-                           static_cast<double>(cfg.train.steps - done);
-        std::printf("step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
-                    static_cast<long long>(done), static_cast<long long>(cfg.train.steps), r->loss,
-                    r->lr, r->grad_norm, r->skipped ? " (skipped: fp16 overflow)" : "",
-                    r->tokens_per_s, format_eta(eta).c_str());
-        std::fflush(stdout);
-      }
+        if (zt::Status st = run_dir->append_metrics(*r, memory); !st.is_ok()) return fail(st, ctx);
+        if (done % print_every == 0 || done == cfg.train.steps || done == 1) {
+          const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
+                             static_cast<double>(cfg.train.steps - done);
+          std::printf(
+              "step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
+              static_cast<long long>(done), static_cast<long long>(cfg.train.steps), r->loss, r->lr,
+              r->grad_norm, r->skipped ? " (skipped: fp16 overflow)" : "", r->tokens_per_s,
+              format_eta(eta).c_str());
+          std::fflush(stdout);
+        }
       }
     }
     // Stop only where every rank stops: agree on the signal (or the coordinator's stop) with a

@@ -1,6 +1,6 @@
-// Backend: where tensors live and ops run (ggml-style: device -> buffer -> stream). Worker code sees
-// only Backend&, its Ops and Tensor views; the CPU backend implements it today and the CUDA backend
-// slots in behind the same interface.
+// Backend: where tensors live and ops run (ggml-style: device -> buffer -> stream). Worker code
+// sees only Backend&, its Ops and Tensor views; the CPU backend implements it today and the CUDA
+// backend slots in behind the same interface.
 //
 // Stream contract: every op and copy issued through a backend runs in issue order on the backend's
 // compute stream. On the CPU backend that stream is synchronous — an op has finished when its call
@@ -57,8 +57,8 @@ class Backend {
   virtual DeviceKind kind() const = 0;
   virtual std::string name() const = 0;
 
-  // Allocates `bytes` (aligned to 64), zero-filled, charged to `category`. Out of memory is an error
-  // naming the size, the category and the current breakdown.
+  // Allocates `bytes` (aligned to 64), zero-filled, charged to `category`. Out of memory is an
+  // error naming the size, the category and the current breakdown.
   Result<Buffer> allocate(size_t bytes, MemCategory category);
 
   // Copies between host and this backend's memory (either may be device memory), stream-ordered.
@@ -80,8 +80,8 @@ class Backend {
   MemoryTracker memory_;
 };
 
-// The CPU backend: OpenBLAS GEMMs and OpenMP kernels (kernels/cpu). Its oracle is kernels/reference:
-// plain fp64 loops that tests check the fast kernels against.
+// The CPU backend: OpenBLAS GEMMs and OpenMP kernels (kernels/cpu). Its oracle is
+// kernels/reference: plain fp64 loops that tests check the fast kernels against.
 std::unique_ptr<Backend> make_cpu_backend();
 
 }  // namespace zt

@@ -1,6 +1,7 @@
 // Ops: the op table a backend offers, on Tensor views. Shapes and dtypes are checked here (a wrong
 // call is a bug: ZT_CHECK); an op or dtype a backend cannot do returns kUnsupported from supports()
-// and throws if called anyway — nothing falls back quietly. Semantics (which outputs are overwritten
+// and throws if called anyway — nothing falls back quietly. Semantics (which outputs are
+// overwritten
 // (=), which accumulate (+=)) follow kernels/<op>.h. Activation and weight tensors share one dtype
 // per call; statistics (mean, rstd, lse, losses) are fp32; tokens and targets are int32 passed as
 // raw pointers (the data loader owns them).
@@ -45,7 +46,7 @@ class Ops {
   virtual void attention_bwd(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                              int n_head) = 0;
 
-  virtual void gelu_fwd(Tensor out, Tensor inp) = 0;               // out =
+  virtual void gelu_fwd(Tensor out, Tensor inp) = 0;                // out =
   virtual void gelu_bwd(Tensor dinp, Tensor inp, Tensor dout) = 0;  // dinp =
   virtual void residual_fwd(Tensor out, Tensor a, Tensor b) = 0;    // out = a + b
   virtual void add_inplace(Tensor dst, Tensor src) = 0;             // dst += src

@@ -74,7 +74,9 @@ class Communicator {
   virtual std::unique_ptr<Work> broadcast_async(Tensor buf, int root) = 0;
   virtual std::unique_ptr<Work> barrier_async() = 0;
 
-  Status all_reduce(Tensor buf, ReduceOp op = ReduceOp::kSum) { return all_reduce_async(buf, op)->wait(); }
+  Status all_reduce(Tensor buf, ReduceOp op = ReduceOp::kSum) {
+    return all_reduce_async(buf, op)->wait();
+  }
   Status reduce_scatter(Tensor in, Tensor out) { return reduce_scatter_async(in, out)->wait(); }
   Status all_gather(Tensor in, Tensor out) { return all_gather_async(in, out)->wait(); }
   Status broadcast(Tensor buf, int root) { return broadcast_async(buf, root)->wait(); }

@@ -24,7 +24,9 @@ class LocalCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
   std::string name() const override { return "local(world 1)"; }
-  std::unique_ptr<Work> all_reduce_async(Tensor, ReduceOp) override { return count(CollectiveKind::kAllReduce); }
+  std::unique_ptr<Work> all_reduce_async(Tensor, ReduceOp) override {
+    return count(CollectiveKind::kAllReduce);
+  }
   std::unique_ptr<Work> reduce_scatter_async(Tensor in, Tensor out) override {
     copy_if_distinct(in, out);
     return count(CollectiveKind::kReduceScatter);

@@ -14,19 +14,20 @@ class CheckError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] void check_failed(const char* file, int line, const char* cond, const std::string& msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* cond,
+                               const std::string& msg);
 
 }  // namespace zt
 
-#define ZT_CHECK(cond, ...)                                                              \
-  do {                                                                                   \
-    if (!(cond)) [[unlikely]]                                                            \
-      ::zt::check_failed(__FILE__, __LINE__, #cond, ::fmt::format("" __VA_ARGS__));       \
+#define ZT_CHECK(cond, ...)                                                         \
+  do {                                                                              \
+    if (!(cond)) [[unlikely]]                                                       \
+      ::zt::check_failed(__FILE__, __LINE__, #cond, ::fmt::format("" __VA_ARGS__)); \
   } while (0)
 
 // Turns a non-ok Status into a CheckError; for places where failure is a bug.
-#define ZT_CHECK_OK(expr)                                                               \
-  do {                                                                                  \
-    ::zt::Status zt_st_ = (expr);                                                       \
+#define ZT_CHECK_OK(expr)                                                                   \
+  do {                                                                                      \
+    ::zt::Status zt_st_ = (expr);                                                           \
     if (!zt_st_.is_ok()) ::zt::check_failed(__FILE__, __LINE__, #expr, zt_st_.to_string()); \
   } while (0)

@@ -4,9 +4,12 @@ namespace zt {
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kF32: return "fp32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "fp16";
+    case DType::kF32:
+      return "fp32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "fp16";
   }
   return "?";
 }
@@ -15,8 +18,8 @@ Result<DType> parse_dtype(std::string_view name) {
   if (name == "fp32" || name == "float32" || name == "F32") return DType::kF32;
   if (name == "bf16" || name == "bfloat16" || name == "BF16") return DType::kBF16;
   if (name == "fp16" || name == "float16" || name == "F16") return DType::kF16;
-  return make_error(StatusCode::kInvalidArgument, "unknown dtype '{}' (expected fp32, bf16 or fp16)",
-                    name);
+  return make_error(StatusCode::kInvalidArgument,
+                    "unknown dtype '{}' (expected fp32, bf16 or fp16)", name);
 }
 
 void convert(const void* src, DType src_type, void* dst, DType dst_type, size_t n) {

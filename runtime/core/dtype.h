@@ -36,9 +36,12 @@ constexpr DType dtype_of<fp16>() {
 template <typename Fn>
 decltype(auto) dispatch_dtype(DType t, Fn&& fn) {
   switch (t) {
-    case DType::kBF16: return fn.template operator()<bf16>();
-    case DType::kF16: return fn.template operator()<fp16>();
-    case DType::kF32: break;
+    case DType::kBF16:
+      return fn.template operator()<bf16>();
+    case DType::kF16:
+      return fn.template operator()<fp16>();
+    case DType::kF32:
+      break;
   }
   return fn.template operator()<float>();
 }

@@ -4,16 +4,26 @@ namespace zt {
 
 const char* status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "ok";
-    case StatusCode::kInvalidArgument: return "invalid argument";
-    case StatusCode::kNotFound: return "not found";
-    case StatusCode::kIoError: return "I/O error";
-    case StatusCode::kDataError: return "data error";
-    case StatusCode::kOutOfMemory: return "out of memory";
-    case StatusCode::kUnsupported: return "unsupported";
-    case StatusCode::kInternal: return "internal error";
-    case StatusCode::kTimeout: return "timeout";
-    case StatusCode::kAborted: return "aborted";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid argument";
+    case StatusCode::kNotFound:
+      return "not found";
+    case StatusCode::kIoError:
+      return "I/O error";
+    case StatusCode::kDataError:
+      return "data error";
+    case StatusCode::kOutOfMemory:
+      return "out of memory";
+    case StatusCode::kUnsupported:
+      return "unsupported";
+    case StatusCode::kInternal:
+      return "internal error";
+    case StatusCode::kTimeout:
+      return "timeout";
+    case StatusCode::kAborted:
+      return "aborted";
   }
   return "unknown";
 }

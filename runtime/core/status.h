@@ -1,6 +1,6 @@
 // Status and Result<T>: how failures of the environment (I/O, config, data, network, memory, a peer
-// gone) travel. A message names the thing that failed (file, key and line, rank, op, sizes) and, where
-// it can, what to do next. Broken invariants use ZT_CHECK (check.h) instead.
+// gone) travel. A message names the thing that failed (file, key and line, rank, op, sizes) and,
+// where it can, what to do next. Broken invariants use ZT_CHECK (check.h) instead.
 #pragma once
 
 #include <exception>
@@ -70,7 +70,7 @@ class StatusError : public std::exception {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(implicit)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(implicit)
   Result(Status status) : v_(std::move(status)) {}  // NOLINT(implicit)
 
   bool is_ok() const { return std::holds_alternative<T>(v_); }
@@ -94,17 +94,16 @@ class [[nodiscard]] Result {
 }  // namespace zt
 
 // Returns early from the enclosing function when a Status-returning expression fails.
-#define ZT_RETURN_IF_ERROR(expr)              \
-  do {                                        \
-    ::zt::Status zt_status_ = (expr);         \
+#define ZT_RETURN_IF_ERROR(expr)                \
+  do {                                          \
+    ::zt::Status zt_status_ = (expr);           \
     if (!zt_status_.is_ok()) return zt_status_; \
   } while (0)
 
 #define ZT_CONCAT_INNER_(a, b) a##b
 #define ZT_CONCAT_(a, b) ZT_CONCAT_INNER_(a, b)
 // `ZT_ASSIGN_OR_RETURN(auto x, f());` binds the value or returns the error.
-#define ZT_ASSIGN_OR_RETURN(lhs, expr)                                 \
-  auto ZT_CONCAT_(zt_result_, __LINE__) = (expr);                      \
-  if (!ZT_CONCAT_(zt_result_, __LINE__).is_ok())                       \
-    return ZT_CONCAT_(zt_result_, __LINE__).status();                  \
+#define ZT_ASSIGN_OR_RETURN(lhs, expr)                                                             \
+  auto ZT_CONCAT_(zt_result_, __LINE__) = (expr);                                                  \
+  if (!ZT_CONCAT_(zt_result_, __LINE__).is_ok()) return ZT_CONCAT_(zt_result_, __LINE__).status(); \
   lhs = std::move(ZT_CONCAT_(zt_result_, __LINE__)).value()

@@ -6,13 +6,20 @@ namespace zt {
 
 const char* mem_category_name(MemCategory c) {
   switch (c) {
-    case MemCategory::kParameters: return "parameters";
-    case MemCategory::kGradients: return "gradients";
-    case MemCategory::kOptimizerStates: return "optimizer_states";
-    case MemCategory::kActivations: return "activations";
-    case MemCategory::kCommunication: return "communication";
-    case MemCategory::kWorkspace: return "workspace";
-    case MemCategory::kCount: break;
+    case MemCategory::kParameters:
+      return "parameters";
+    case MemCategory::kGradients:
+      return "gradients";
+    case MemCategory::kOptimizerStates:
+      return "optimizer_states";
+    case MemCategory::kActivations:
+      return "activations";
+    case MemCategory::kCommunication:
+      return "communication";
+    case MemCategory::kWorkspace:
+      return "workspace";
+    case MemCategory::kCount:
+      break;
   }
   return "?";
 }

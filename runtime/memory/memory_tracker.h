@@ -1,6 +1,6 @@
 // Memory accounting: every allocation belongs to one category, and each rank keeps current and peak
-// bytes per category plus the peak of the total. Thread-safe. Backends charge and release through it;
-// nothing allocates tracked memory behind its back.
+// bytes per category plus the peak of the total. Thread-safe. Backends charge and release through
+// it; nothing allocates tracked memory behind its back.
 #pragma once
 
 #include <array>

@@ -11,7 +11,7 @@ struct Gpt2Model::LayerParams {
 // The tensors one block's backward reads. Under `selective` the attention fields of every layer
 // alias one shared set.
 struct Gpt2Model::LayerActs {
-  Tensor ln1, ln1_mean, ln1_rstd, qkv, atty, lse;  // attention part
+  Tensor ln1, ln1_mean, ln1_rstd, qkv, atty, lse;       // attention part
   Tensor res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu;  // MLP part
 };
 
@@ -43,16 +43,16 @@ Result<std::unique_ptr<Gpt2Model>> Gpt2Model::create(Backend& backend, const Mod
   if (static_cast<int>(unit_offsets.size()) != cfg.n_layer + 1)
     return make_error(StatusCode::kInternal, "{} unit offsets for {} blocks", unit_offsets.size(),
                       cfg.n_layer);
-  std::unique_ptr<Gpt2Model> m(new Gpt2Model(backend, cfg, ckpt, dtype, B, T, std::move(layout),
-                                             std::move(unit_offsets)));
+  std::unique_ptr<Gpt2Model> m(
+      new Gpt2Model(backend, cfg, ckpt, dtype, B, T, std::move(layout), std::move(unit_offsets)));
   ZT_RETURN_IF_ERROR(m->allocate().with_context("allocating GPT-2 activations"));
   return m;
 }
 
 Result<Tensor> Gpt2Model::alloc(Shape shape, DType dtype) {
-  ZT_ASSIGN_OR_RETURN(Buffer buf, backend_.allocate(static_cast<size_t>(shape.numel()) *
-                                                         dtype_size(dtype),
-                                                     MemCategory::kActivations));
+  ZT_ASSIGN_OR_RETURN(Buffer buf,
+                      backend_.allocate(static_cast<size_t>(shape.numel()) * dtype_size(dtype),
+                                        MemCategory::kActivations));
   activation_bytes_ += static_cast<int64_t>(buf.bytes());
   Tensor t = buf.as(dtype, shape);
   buffers_.push_back(std::move(buf));
@@ -141,23 +141,28 @@ Tensor Gpt2Model::param(const Tensor& unit_tensor, int unit, const std::string& 
            "parameter {} outside its unit {}", name, unit);
   const auto& s = e->spec.shape;
   char* base = static_cast<char*>(unit_tensor.data) + static_cast<size_t>(off) * dtype_size(dtype_);
-  return s.size() == 1 ? Tensor(base, dtype_, Shape{s[0]}) : Tensor(base, dtype_, Shape{s[0], s[1]});
+  return s.size() == 1 ? Tensor(base, dtype_, Shape{s[0]})
+                       : Tensor(base, dtype_, Shape{s[0], s[1]});
 }
 
 Gpt2Model::LayerParams Gpt2Model::layer_params(int l, const Tensor& t) const {
   const std::string h = fmt::format("h.{}.", l);
   const int u = l + 1;
-  return {param(t, u, h + "ln_1.weight"),       param(t, u, h + "ln_1.bias"),
+  return {param(t, u, h + "ln_1.weight"),        param(t, u, h + "ln_1.bias"),
           param(t, u, h + "attn.c_attn.weight"), param(t, u, h + "attn.c_attn.bias"),
           param(t, u, h + "attn.c_proj.weight"), param(t, u, h + "attn.c_proj.bias"),
-          param(t, u, h + "ln_2.weight"),       param(t, u, h + "ln_2.bias"),
-          param(t, u, h + "mlp.c_fc.weight"),   param(t, u, h + "mlp.c_fc.bias"),
-          param(t, u, h + "mlp.c_proj.weight"), param(t, u, h + "mlp.c_proj.bias")};
+          param(t, u, h + "ln_2.weight"),        param(t, u, h + "ln_2.bias"),
+          param(t, u, h + "mlp.c_fc.weight"),    param(t, u, h + "mlp.c_fc.bias"),
+          param(t, u, h + "mlp.c_proj.weight"),  param(t, u, h + "mlp.c_proj.bias")};
 }
 
-Tensor Gpt2Model::x_in(int l) const { return residual_[static_cast<size_t>(residual_of_[static_cast<size_t>(l)])]; }
+Tensor Gpt2Model::x_in(int l) const {
+  return residual_[static_cast<size_t>(residual_of_[static_cast<size_t>(l)])];
+}
 Tensor Gpt2Model::x_out(int l) const { return x_in(l + 1); }
-Gpt2Model::LayerActs& Gpt2Model::acts_for(int l) { return *act_sets_[static_cast<size_t>(acts_of_[static_cast<size_t>(l)])]; }
+Gpt2Model::LayerActs& Gpt2Model::acts_for(int l) {
+  return *act_sets_[static_cast<size_t>(acts_of_[static_cast<size_t>(l)])];
+}
 
 void Gpt2Model::block_forward(const LayerParams& p, Tensor x, Tensor out, LayerActs& a,
                               bool attention_only) {
@@ -177,8 +182,8 @@ void Gpt2Model::block_forward(const LayerParams& p, Tensor x, Tensor out, LayerA
 
 // dx holds dLoss/d(block output) on entry and dLoss/d(block input) on return: both residual
 // branches pass the gradient through unchanged, so the branch gradients are added into it.
-void Gpt2Model::block_backward(const LayerParams& p, const LayerParams& g, Tensor x,
-                               LayerActs& a, Tensor dx) {
+void Gpt2Model::block_backward(const LayerParams& p, const LayerParams& g, Tensor x, LayerActs& a,
+                               Tensor dx) {
   const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T, C = shape_.C;
   Tensor d4 = scratch_4c_, dc = scratch_c_, dqkv = scratch_3c_;
   ops_.matmul_bwd(d4, g.fcpw, g.fcpb, dx, a.fch_gelu, p.fcpw);

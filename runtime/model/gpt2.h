@@ -98,7 +98,7 @@ class Gpt2Model {
   std::vector<Tensor> residual_;  // residual stream buffers (policy-dependent count)
   std::vector<int> residual_of_;  // layer boundary l (0..L) -> index into residual_
   std::vector<std::unique_ptr<LayerActs>> act_sets_;
-  std::vector<int> acts_of_;  // layer -> index into act_sets_
+  std::vector<int> acts_of_;                                  // layer -> index into act_sets_
   std::vector<std::unique_ptr<LayerActs>> shared_attention_;  // selective: one shared set
   Tensor lnf_, lnf_mean_, lnf_rstd_, logits_, losses_;
   Tensor dx_, scratch_c_, scratch_c2_, scratch_3c_, scratch_4c_;

@@ -55,8 +55,7 @@ Status load_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
       ZT_RETURN_IF_ERROR(reader.read_as(name, DType::kF32, staging.data(), staging.size()));
       transpose(staging.data(), dst, want[0], want[1]);
     } else {
-      ZT_RETURN_IF_ERROR(
-          reader.read_as(name, DType::kF32, dst, static_cast<size_t>(spec.numel())));
+      ZT_RETURN_IF_ERROR(reader.read_as(name, DType::kF32, dst, static_cast<size_t>(spec.numel())));
     }
   }
   return Status::ok();
@@ -65,7 +64,8 @@ Status load_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
 Status export_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
                                const float* master, DType dtype) {
   std::vector<TensorSpec> specs;
-  for (const ParamEntry& e : layout.entries) specs.push_back({e.spec.name, dtype, hf_shape(e.spec)});
+  for (const ParamEntry& e : layout.entries)
+    specs.push_back({e.spec.name, dtype, hf_shape(e.spec)});
   ZT_ASSIGN_OR_RETURN(SafetensorsWriter writer,
                       SafetensorsWriter::create(path, std::move(specs), {{"format", "pt"}}));
   std::vector<float> staging;

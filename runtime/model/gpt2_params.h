@@ -1,7 +1,7 @@
 // The GPT-2 parameter inventory: every parameter's name (Hugging Face GPT-2 names without the
 // "transformer." prefix), shape in zerotrain's internal layout, weight-decay class and initialiser.
-// The coordinator's planner and the worker's model both build it from the same ModelConfig with this
-// one function, so they cannot disagree.
+// The coordinator's planner and the worker's model both build it from the same ModelConfig with
+// this one function, so they cannot disagree.
 //
 // Internal layout: linear weights are (out, in) as in torch.nn.Linear; Hugging Face stores GPT-2's
 // Conv1D weights as (in, out), so loading and exporting transpose them (see gpt2_hf.h).
@@ -37,7 +37,7 @@ struct ParamEntry {
 struct ParamLayout {
   static constexpr int64_t kParamAlignment = 16;
   std::vector<ParamEntry> entries;
-  int64_t total = 0;  // padded element count of the flat buffer
+  int64_t total = 0;           // padded element count of the flat buffer
   int64_t num_parameters = 0;  // unpadded count
   const ParamEntry* find(const std::string& name) const;
 };

@@ -1,8 +1,9 @@
 // Dynamic loss scaling for fp16 with DeepSpeed's rules: start at 2^initial_scale_power; on overflow
 // skip the step and, once `hysteresis` consecutive overflows have been seen, halve the scale (never
 // below min_loss_scale); after `loss_scale_window` clean steps double it. A static scale
-// (fp16.loss_scale > 0) never changes (an overflow only skips the step). An overflow with the scale already at its minimum is an
-// error (DeepSpeed's raise_error_at_min_scale), not a loop of skipped steps.
+// (fp16.loss_scale > 0) never changes (an overflow only skips the step). An overflow with the scale
+// already at its minimum is an error (DeepSpeed's raise_error_at_min_scale), not a loop of skipped
+// steps.
 #pragma once
 
 #include <cstdint>

@@ -9,7 +9,8 @@ namespace {
 // DeepSpeed's warm-up fraction at iteration `it` (< warmup_num_steps).
 double warmup_gamma(const SchedulerConfig& s, int64_t it) {
   const double n = static_cast<double>(std::max<int64_t>(2, s.warmup_num_steps));
-  if (s.warmup_type == WarmupType::kLog) return std::log(static_cast<double>(it) + 1.0) / std::log(n);
+  if (s.warmup_type == WarmupType::kLog)
+    return std::log(static_cast<double>(it) + 1.0) / std::log(n);
   return static_cast<double>(it) / n;
 }
 

@@ -27,7 +27,8 @@ bool Shape::operator==(const Shape& o) const {
 
 std::string Shape::to_string() const {
   std::string s = "(";
-  for (int i = 0; i < rank_; ++i) s += fmt::format("{}{}", i ? ", " : "", dims_[static_cast<size_t>(i)]);
+  for (int i = 0; i < rank_; ++i)
+    s += fmt::format("{}{}", i ? ", " : "", dims_[static_cast<size_t>(i)]);
   return s + ")";
 }
 
@@ -42,13 +43,22 @@ Tensor Tensor::slice(int64_t begin, int64_t end) const {
            "slice [{}, {}) of tensor {}", begin, end, shape.to_string());
   const int64_t row = shape[0] ? numel() / shape[0] : 0;
   Shape s = shape;
-  Tensor t(static_cast<char*>(data) + static_cast<size_t>(begin * row) * dtype_size(dtype), dtype, s);
+  Tensor t(static_cast<char*>(data) + static_cast<size_t>(begin * row) * dtype_size(dtype), dtype,
+           s);
   // Rebuild the shape with the new first dimension.
   switch (shape.rank()) {
-    case 1: t.shape = Shape{end - begin}; break;
-    case 2: t.shape = Shape{end - begin, shape[1]}; break;
-    case 3: t.shape = Shape{end - begin, shape[1], shape[2]}; break;
-    default: t.shape = Shape{end - begin, shape[1], shape[2], shape[3]}; break;
+    case 1:
+      t.shape = Shape{end - begin};
+      break;
+    case 2:
+      t.shape = Shape{end - begin, shape[1]};
+      break;
+    case 3:
+      t.shape = Shape{end - begin, shape[1], shape[2]};
+      break;
+    default:
+      t.shape = Shape{end - begin, shape[1], shape[2], shape[3]};
+      break;
   }
   return t;
 }

@@ -1,5 +1,5 @@
-// Tensor: a non-owning, contiguous, row-major view (pointer, dtype, shape) into memory that a Buffer
-// owns. Views are cheap to copy; slicing along the first dimension gives another view.
+// Tensor: a non-owning, contiguous, row-major view (pointer, dtype, shape) into memory that a
+// Buffer owns. Views are cheap to copy; slicing along the first dimension gives another view.
 #pragma once
 
 #include <array>

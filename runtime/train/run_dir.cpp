@@ -47,8 +47,7 @@ Status RunDir::write_resolved_config(const JobConfig& cfg) {
   {
     std::ofstream out(tmp);
     out << to_yaml(cfg);
-    if (!out.good())
-      return make_error(StatusCode::kIoError, "cannot write '{}'", tmp.string());
+    if (!out.good()) return make_error(StatusCode::kIoError, "cannot write '{}'", tmp.string());
   }
   std::error_code ec;
   fs::rename(tmp, final_path, ec);

@@ -117,7 +117,8 @@ Result<double> Trainer::evaluate(int64_t step_index) {
 
 Result<StepResult> Trainer::step() {
   auto r = step_impl();
-  if (!r.is_ok()) return r.status().with_context(fmt::format("rank {}: step {}", comm_.rank(), step_ + 1));
+  if (!r.is_ok())
+    return r.status().with_context(fmt::format("rank {}: step {}", comm_.rank(), step_ + 1));
   return r;
 }
 

@@ -23,17 +23,17 @@
 namespace zt {
 
 struct StepResult {
-  int64_t step = 0;          // 1-based optimizer step
-  double loss = 0.0;         // mean cross-entropy over every target token of the global batch
-  double lr = 0.0;           // learning rate of this step
-  double grad_norm = 0.0;    // global L2 norm of the (unscaled) gradient, before clipping
-  double loss_scale = 1.0;   // fp16 loss scale used for this step (1 otherwise)
-  bool skipped = false;      // fp16 overflow: the update was not applied
-  int64_t tokens = 0;        // target tokens in the global batch
+  int64_t step = 0;         // 1-based optimizer step
+  double loss = 0.0;        // mean cross-entropy over every target token of the global batch
+  double lr = 0.0;          // learning rate of this step
+  double grad_norm = 0.0;   // global L2 norm of the (unscaled) gradient, before clipping
+  double loss_scale = 1.0;  // fp16 loss scale used for this step (1 otherwise)
+  bool skipped = false;     // fp16 overflow: the update was not applied
+  int64_t tokens = 0;       // target tokens in the global batch
   double step_ms = 0.0;
   double tokens_per_s = 0.0;
-  MemorySnapshot memory;     // this rank's current/peak bytes per category during the step
-  CommStats comm;            // this rank's collectives during the step
+  MemorySnapshot memory;  // this rank's current/peak bytes per category during the step
+  CommStats comm;         // this rank's collectives during the step
 };
 
 class Trainer {

@@ -95,10 +95,10 @@ std::vector<PartitionPlan::ShardPiece> PartitionPlan::shard_pieces(int rank) con
 }
 
 std::string PartitionPlan::summary() const {
-  std::string s = fmt::format("partition plan: stage {}, world {}, {} parameters in {} elements "
-                              "({} buckets), {} elements per rank shard\n",
-                              stage, world_size, layout.num_parameters, total, buckets.size(),
-                              shard_total);
+  std::string s = fmt::format(
+      "partition plan: stage {}, world {}, {} parameters in {} elements "
+      "({} buckets), {} elements per rank shard\n",
+      stage, world_size, layout.num_parameters, total, buckets.size(), shard_total);
   for (size_t u = 0; u < units.size(); ++u) {
     const PlanUnit& un = units[u];
     s += fmt::format("  unit {:>3} ({}): {} buckets, {} elements\n", u,

@@ -30,7 +30,7 @@ namespace zt {
 struct PlanBucket {
   int unit = 0;
   int first_param = 0, end_param = 0;  // [first, end) indices into PartitionPlan::layout.entries
-  int64_t offset = 0;        // global flat element offset of the bucket
+  int64_t offset = 0;                  // global flat element offset of the bucket
   int64_t numel = 0;         // elements up to the end of its last parameter (inner padding incl.)
   int64_t padded = 0;        // bucket size in the flat buffer: a multiple of world * alignment
   int64_t shard = 0;         // padded / world_size: each rank's slice

@@ -30,8 +30,8 @@ Result<std::unique_ptr<ZeroEngine>> ZeroEngine::create(const JobConfig& cfg, Par
                                                        DType dtype) {
   if (plan.world_size != comm.world_size())
     return make_error(StatusCode::kInvalidArgument,
-                      "partition plan is for {} ranks but the communicator has {}",
-                      plan.world_size, comm.world_size());
+                      "partition plan is for {} ranks but the communicator has {}", plan.world_size,
+                      comm.world_size());
   std::unique_ptr<ZeroEngine> e(new ZeroEngine(cfg, std::move(plan), backend, comm, dtype));
   ZT_RETURN_IF_ERROR(e->allocate().with_context("allocating ZeRO state"));
   return e;
@@ -47,7 +47,8 @@ Status ZeroEngine::allocate() {
   };
   const bool fp32 = dtype_ == DType::kF32;
   if (stage_ <= 2) {
-    ZT_RETURN_IF_ERROR(alloc(params_full_buf_, params_full_, total, dtype_, MemCategory::kParameters));
+    ZT_RETURN_IF_ERROR(
+        alloc(params_full_buf_, params_full_, total, dtype_, MemCategory::kParameters));
   }
   if (stage_ <= 1) {
     ZT_RETURN_IF_ERROR(alloc(grads_full_buf_, grads_full_, total, dtype_, MemCategory::kGradients));
@@ -59,7 +60,8 @@ Status ZeroEngine::allocate() {
   if (stage_ == 0 && fp32) {
     master_ = params_full_;  // fp32 training: the working weights are the master weights
   } else {
-    ZT_RETURN_IF_ERROR(alloc(master_buf_, master_, owned, DType::kF32, MemCategory::kOptimizerStates));
+    ZT_RETURN_IF_ERROR(
+        alloc(master_buf_, master_, owned, DType::kF32, MemCategory::kOptimizerStates));
   }
   ZT_RETURN_IF_ERROR(alloc(m_buf_, m_, owned, DType::kF32, MemCategory::kOptimizerStates));
   ZT_RETURN_IF_ERROR(alloc(v_buf_, v_, owned, DType::kF32, MemCategory::kOptimizerStates));
@@ -67,7 +69,8 @@ Status ZeroEngine::allocate() {
     if (fp32) {
       param_shard_ = master_;
     } else {
-      ZT_RETURN_IF_ERROR(alloc(param_shard_buf_, param_shard_, shard, dtype_, MemCategory::kParameters));
+      ZT_RETURN_IF_ERROR(
+          alloc(param_shard_buf_, param_shard_, shard, dtype_, MemCategory::kParameters));
     }
     persistent_buf_.resize(plan_.buckets.size());
     for (size_t b = 0; b < plan_.buckets.size(); ++b) {
@@ -271,8 +274,9 @@ void ZeroEngine::unit_grads_done(int u) {
     if (stage_ == 0) {
       p.work = comm_.all_reduce_async(grads_full_.slice(b.offset, b.offset + b.padded));
     } else if (stage_ == 1) {
-      p.work = comm_.reduce_scatter_async(grads_full_.slice(b.offset, b.offset + b.padded),
-                                          grad_shard_.slice(b.shard_offset, b.shard_offset + b.shard));
+      p.work =
+          comm_.reduce_scatter_async(grads_full_.slice(b.offset, b.offset + b.padded),
+                                     grad_shard_.slice(b.shard_offset, b.shard_offset + b.shard));
     } else {
       const Tensor unit_grads = unit_grad_buf_[static_cast<size_t>(u)].as(dtype_, {unit.padded});
       auto recv = take(recv_pool_, b.shard, MemCategory::kCommunication);
@@ -325,7 +329,8 @@ Result<ZeroEngine::GradStats> ZeroEngine::grad_stats() {
     s.overflow = ops.count_nonfinite(grads_full_) > 0;
     return s;
   }
-  ZT_ASSIGN_OR_RETURN(Buffer buf, backend_.allocate(2 * sizeof(float), MemCategory::kCommunication));
+  ZT_ASSIGN_OR_RETURN(Buffer buf,
+                      backend_.allocate(2 * sizeof(float), MemCategory::kCommunication));
   float* v = static_cast<float*>(buf.data());
   v[0] = static_cast<float>(ops.sum_squares(grad_shard_));
   v[1] = static_cast<float>(ops.count_nonfinite(grad_shard_));
@@ -338,8 +343,8 @@ Result<ZeroEngine::GradStats> ZeroEngine::grad_stats() {
 Status ZeroEngine::optimizer_step(const AdamWStep& st) {
   Ops& ops = backend_.ops();
   const Tensor grads = stage_ == 0 ? grads_full_ : grad_shard_;
-  Ops::AdamWParams p{st.lr, st.beta1, st.beta2, st.eps, 0.0f, st.bias_corr1, st.bias_corr2,
-                     st.grad_scale};
+  Ops::AdamWParams p{st.lr, st.beta1,      st.beta2,      st.eps,
+                     0.0f,  st.bias_corr1, st.bias_corr2, st.grad_scale};
   for (const Span& s : spans_) {
     p.weight_decay = s.decay ? st.weight_decay : 0.0f;
     ops.adamw_update(master_.slice(s.offset, s.offset + s.count),

@@ -95,9 +95,9 @@ class ZeroEngine final : public ModelStateHooks {
  private:
   struct Pending {
     std::unique_ptr<Work> work;
-    Buffer recv;       // reduce-scatter output to add into the gradient shard (stage 2/3)
+    Buffer recv;  // reduce-scatter output to add into the gradient shard (stage 2/3)
     int64_t shard_offset = 0, recv_elems = 0;
-    Buffer release;    // a unit gradient buffer to return to the pool when done
+    Buffer release;  // a unit gradient buffer to return to the pool when done
   };
   struct Gathered {
     Buffer buf;

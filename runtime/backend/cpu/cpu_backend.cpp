@@ -92,11 +92,11 @@ class CpuOps final : public Ops {
     check_same(out, inp, "matmul_fwd");
     check_same(weight, inp, "matmul_fwd");
     const int N = rows(inp), C = cols(inp), OC = static_cast<int>(weight.shape[0]);
-    ZT_CHECK(weight.numel() == static_cast<int64_t>(OC) * C && out.numel() == static_cast<int64_t>(N) * OC,
+    ZT_CHECK(weight.numel() == static_cast<int64_t>(OC) * C &&
+                 out.numel() == static_cast<int64_t>(N) * OC,
              "matmul_fwd: inp {} weight {} out {}", inp.shape.to_string(), weight.shape.to_string(),
              out.shape.to_string());
-    void* scratch =
-        be_.workspace(k::matmul_fwd_scratch_bytes(N, C, OC, inp.dtype == DType::kF32));
+    void* scratch = be_.workspace(k::matmul_fwd_scratch_bytes(N, C, OC, inp.dtype == DType::kF32));
     dispatch_dtype(inp.dtype, [&]<typename T>() {
       k::matmul_fwd<T>(p<T>(out), p<T>(inp), p<T>(weight), p<T>(bias), N, C, OC, scratch);
     });
@@ -108,11 +108,10 @@ class CpuOps final : public Ops {
     const int N = rows(inp), C = cols(inp), OC = static_cast<int>(weight.shape[0]);
     ZT_CHECK(dout.numel() == static_cast<int64_t>(N) * OC, "matmul_bwd: dout {} inp {} weight {}",
              dout.shape.to_string(), inp.shape.to_string(), weight.shape.to_string());
-    void* scratch =
-        be_.workspace(k::matmul_bwd_scratch_bytes(N, C, OC, inp.dtype == DType::kF32));
+    void* scratch = be_.workspace(k::matmul_bwd_scratch_bytes(N, C, OC, inp.dtype == DType::kF32));
     dispatch_dtype(inp.dtype, [&]<typename T>() {
-      k::matmul_bwd<T>(p<T>(dinp), p<T>(dweight), p<T>(dbias), p<T>(dout), p<T>(inp),
-                       p<T>(weight), N, C, OC, scratch);
+      k::matmul_bwd<T>(p<T>(dinp), p<T>(dweight), p<T>(dbias), p<T>(dout), p<T>(inp), p<T>(weight),
+                       N, C, OC, scratch);
     });
   }
 
@@ -195,9 +194,9 @@ class CpuOps final : public Ops {
     check_f32(master, "adamw_update", "master");
     check_f32(m, "adamw_update", "m");
     check_f32(v, "adamw_update", "v");
-    ZT_CHECK(master.numel() == grad.numel() && m.numel() == grad.numel() &&
-                 v.numel() == grad.numel(),
-             "adamw_update sizes");
+    ZT_CHECK(
+        master.numel() == grad.numel() && m.numel() == grad.numel() && v.numel() == grad.numel(),
+        "adamw_update sizes");
     dispatch_dtype(grad.dtype, [&]<typename T>() {
       k::adamw_update<T>(p<float>(master), p<float>(m), p<float>(v), p<T>(grad),
                          static_cast<size_t>(grad.numel()), a.lr, a.beta1, a.beta2, a.eps,

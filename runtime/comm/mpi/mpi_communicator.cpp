@@ -1,8 +1,8 @@
 #include "runtime/comm/mpi/mpi_communicator.h"
 
 #include <atomic>
-#include <cstdlib>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -60,19 +60,26 @@ const HalfTypes& half_types() {
 
 // One op serves both 16-bit types: it tells them apart by the datatype handle.
 void half_sum(void* in, void* inout, int* len, MPI_Datatype* dt) {
-  if (*dt == half_types().bf16) reduce_half<bf16, false>(in, inout, len, dt);
-  else reduce_half<fp16, false>(in, inout, len, dt);
+  if (*dt == half_types().bf16)
+    reduce_half<bf16, false>(in, inout, len, dt);
+  else
+    reduce_half<fp16, false>(in, inout, len, dt);
 }
 void half_max(void* in, void* inout, int* len, MPI_Datatype* dt) {
-  if (*dt == half_types().bf16) reduce_half<bf16, true>(in, inout, len, dt);
-  else reduce_half<fp16, true>(in, inout, len, dt);
+  if (*dt == half_types().bf16)
+    reduce_half<bf16, true>(in, inout, len, dt);
+  else
+    reduce_half<fp16, true>(in, inout, len, dt);
 }
 
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::kF32: return MPI_FLOAT;
-    case DType::kBF16: return half_types().bf16;
-    case DType::kF16: return half_types().fp16;
+    case DType::kF32:
+      return MPI_FLOAT;
+    case DType::kBF16:
+      return half_types().bf16;
+    case DType::kF16:
+      return half_types().fp16;
   }
   return MPI_FLOAT;
 }
@@ -140,9 +147,11 @@ class MpiCommunicator final : public Communicator {
 
   std::unique_ptr<Work> all_reduce_async(Tensor buf, ReduceOp op) override {
     const int n = as_count(buf.numel(), "all_reduce");
-    const int64_t bytes = size_ > 1 ? 2 * static_cast<int64_t>(buf.nbytes()) * (size_ - 1) / size_ : 0;
+    const int64_t bytes =
+        size_ > 1 ? 2 * static_cast<int64_t>(buf.nbytes()) * (size_ - 1) / size_ : 0;
     return enqueue(CollectiveKind::kAllReduce, bytes,
-                   fmt::format("all_reduce of {} {} elements", n, dtype_name(buf.dtype)), [=, this] {
+                   fmt::format("all_reduce of {} {} elements", n, dtype_name(buf.dtype)),
+                   [=, this] {
                      return MPI_Allreduce(MPI_IN_PLACE, buf.data, n, mpi_type(buf.dtype),
                                           mpi_op(buf.dtype, op), comm_);
                    });
@@ -154,13 +163,13 @@ class MpiCommunicator final : public Communicator {
              in.numel(), size_, out.numel());
     const int n = as_count(out.numel(), "reduce_scatter");
     const int64_t bytes = static_cast<int64_t>(out.nbytes()) * (size_ - 1);
-    return enqueue(CollectiveKind::kReduceScatter, bytes,
-                   fmt::format("reduce_scatter of {} x {} {} elements", size_, n,
-                               dtype_name(in.dtype)),
-                   [=, this] {
-                     return MPI_Reduce_scatter_block(in.data, out.data, n, mpi_type(in.dtype),
-                                                     mpi_op(in.dtype, ReduceOp::kSum), comm_);
-                   });
+    return enqueue(
+        CollectiveKind::kReduceScatter, bytes,
+        fmt::format("reduce_scatter of {} x {} {} elements", size_, n, dtype_name(in.dtype)),
+        [=, this] {
+          return MPI_Reduce_scatter_block(in.data, out.data, n, mpi_type(in.dtype),
+                                          mpi_op(in.dtype, ReduceOp::kSum), comm_);
+        });
   }
 
   std::unique_ptr<Work> all_gather_async(Tensor in, Tensor out) override {
@@ -171,8 +180,7 @@ class MpiCommunicator final : public Communicator {
     const bool in_place = static_cast<char*>(in.data) ==
                           static_cast<char*>(out.data) + static_cast<size_t>(rank_) * in.nbytes();
     return enqueue(CollectiveKind::kAllGather, bytes,
-                   fmt::format("all_gather of {} x {} {} elements", size_, n,
-                               dtype_name(in.dtype)),
+                   fmt::format("all_gather of {} x {} {} elements", size_, n, dtype_name(in.dtype)),
                    [=, this] {
                      const MPI_Datatype t = mpi_type(in.dtype);
                      return MPI_Allgather(in_place ? MPI_IN_PLACE : in.data, n, t, out.data, n, t,
@@ -188,10 +196,10 @@ class MpiCommunicator final : public Communicator {
     // forwards the buffer once, so the job sends it N-1 times in all.
     const int last = (root + size_ - 1) % size_;
     const int64_t bytes = size_ > 1 && rank_ != last ? static_cast<int64_t>(buf.nbytes()) : 0;
-    return enqueue(CollectiveKind::kBroadcast, bytes,
-                   fmt::format("broadcast of {} {} elements from rank {}", n,
-                               dtype_name(buf.dtype), root),
-                   [=, this] { return MPI_Bcast(buf.data, n, mpi_type(buf.dtype), root, comm_); });
+    return enqueue(
+        CollectiveKind::kBroadcast, bytes,
+        fmt::format("broadcast of {} {} elements from rank {}", n, dtype_name(buf.dtype), root),
+        [=, this] { return MPI_Bcast(buf.data, n, mpi_type(buf.dtype), root, comm_); });
   }
 
   std::unique_ptr<Work> barrier_async() override {
@@ -208,7 +216,9 @@ class MpiCommunicator final : public Communicator {
   }
   void set_timeout(std::chrono::milliseconds t) override { timeout_ms_.store(t.count()); }
 
-  std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(timeout_ms_.load()); }
+  std::chrono::milliseconds timeout() const {
+    return std::chrono::milliseconds(timeout_ms_.load());
+  }
   void add_blocked(double ms) {
     std::lock_guard<std::mutex> g(stats_mu_);
     stats_.blocked_ms += ms;
@@ -237,8 +247,8 @@ class MpiCommunicator final : public Communicator {
       }
       std::lock_guard<std::mutex> g(state->mu);
       if (rc != MPI_SUCCESS)
-        state->status = make_error(StatusCode::kInternal, "{} failed: {}", state->what,
-                                   mpi_error_string(rc));
+        state->status =
+            make_error(StatusCode::kInternal, "{} failed: {}", state->what, mpi_error_string(rc));
       state->done = true;
       state->cv.notify_all();
     };
