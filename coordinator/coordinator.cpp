@@ -65,7 +65,10 @@ Status Coordinator::init() {
   so.bind_endpoint = opts_.listen;
   ZT_ASSIGN_OR_RETURN(server_, protocol::ServerSocket::bind(keys_, so));
   server_->set_drop_handler([this](const protocol::PeerId& peer, const Status& why) {
-    event(fmt::format("dropped a frame: {}", why.message()));
+    // Rate-limited as the transport's default handler is, so a flood cannot fill the disk.
+    const int64_t n = server_->stats().dropped();
+    if (n <= 100 || n % 1000 == 0)
+      event(fmt::format("dropped a frame ({} so far): {}", n, why.message()));
     // A peer speaking another protocol version learns why nobody answers it.
     if (why.code() == StatusCode::kUnsupported) {
       char host[256] = {};
@@ -121,6 +124,11 @@ int Coordinator::run() {
       }
       if (stopping_) {
         event("stopped before the job started");
+        // Registered workers wait for a plan that will not come; only an abort ends that wait.
+        for (const Rank& r : ranks_)
+          if (r.registered)
+            (void)server_->send(r.peer, protocol::Command{protocol::Command::Type::kAbort, 0,
+                                                          "the job was stopped before it started"});
         state_ = JobState::kFinished;
       }
       continue;
@@ -165,7 +173,15 @@ void Coordinator::handle(const protocol::Incoming& in) {
       }
     }
   } else if (const auto* s = std::get_if<protocol::StepReport>(&m)) {
-    on_step_report(*s);
+    // The report's rank indexes ranks_: it must be the sender's own (decode() does not bound it).
+    if (s->rank != r->hello.rank) {
+      event(fmt::format("ignored a StepReport for rank {} from rank {}", s->rank, r->hello.rank));
+    } else if (s->step <= completed_step_) {
+      event(fmt::format("ignored a StepReport of step {} from rank {}: step {} is already written",
+                        s->step, s->rank, completed_step_));
+    } else {
+      on_step_report(*s);
+    }
   } else if (const auto* e = std::get_if<protocol::ErrorReport>(&m)) {
     fail(fmt::format("rank {} on {} (pid {}) reported: {}", e->rank, r->hello.host, r->hello.pid,
                      e->message));
@@ -186,17 +202,22 @@ void Coordinator::on_hello(const protocol::PeerId& peer, const protocol::WorkerH
     world_ = opts_.world > 0 ? opts_.world : h.world_size;
     ranks_.assign(static_cast<size_t>(world_), Rank{});
   }
+  // A refused peer is not registered, so fail()'s abort does not reach it: tell it directly.
+  auto refuse = [&](const std::string& why) {
+    (void)server_->send(peer, protocol::ErrorReport{-1, "", why});
+    fail(why);
+  };
   if (h.world_size != world_) {
-    return fail(fmt::format("rank {} on {} reports a world of {} but the job has {} ranks "
-                            "(--world / the first worker)",
-                            h.rank, h.host, h.world_size, world_));
+    return refuse(fmt::format("rank {} on {} reports a world of {} but the job has {} ranks "
+                              "(--world / the first worker)",
+                              h.rank, h.host, h.world_size, world_));
   }
   if (h.rank < 0 || h.rank >= world_)
-    return fail(fmt::format("rank {} on {} is outside the world of {}", h.rank, h.host, world_));
+    return refuse(fmt::format("rank {} on {} is outside the world of {}", h.rank, h.host, world_));
   Rank& r = ranks_[static_cast<size_t>(h.rank)];
   if (r.registered)
-    return fail(fmt::format("rank {} registered twice: from {} (pid {}) and from {} (pid {})",
-                            h.rank, r.hello.host, r.hello.pid, h.host, h.pid));
+    return refuse(fmt::format("rank {} registered twice: from {} (pid {}) and from {} (pid {})",
+                              h.rank, r.hello.host, r.hello.pid, h.host, h.pid));
   r.registered = true;
   r.peer = peer;
   r.hello = h;
@@ -221,6 +242,9 @@ Status Coordinator::send_plans() {
   for (const Rank& r : ranks_) ZT_RETURN_IF_ERROR(server_->send(r.peer, msg));
   state_ = JobState::kRunning;
   started_ = Clock::now();
+  // Liveness starts with the plan: a worker waits silently for it (ControlClient sends no
+  // heartbeat before), so the time it waited for the last rank to register is not silence.
+  for (Rank& r : ranks_) r.last_seen = started_;
   event(fmt::format("plan sent to {} ranks: ZeRO stage {}, {} parameters, {} elements per rank "
                     "shard, global batch {} sequences",
                     world_, plan_->stage, plan_->layout.num_parameters, plan_->shard_total,
@@ -232,7 +256,14 @@ Status Coordinator::send_plans() {
                 static_cast<long long>(cfg_.train.steps));
     std::fflush(stdout);
   }
-  if (stopping_) begin_stop("stop requested during registration");
+  // A stop that came while registering (a signal in the same loop turn as the last hello) has
+  // already set stopping_, so begin_stop() would return early: send the stop here.
+  if (stopping_) {
+    event("stop requested during registration: stopping after the plan");
+    for (const Rank& r : ranks_)
+      (void)server_->send(r.peer,
+                          protocol::Command{protocol::Command::Type::kStop, completed_step_, ""});
+  }
   return Status::ok();
 }
 
