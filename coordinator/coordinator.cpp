@@ -310,14 +310,15 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
   completed_step_ = std::max(completed_step_, r.step);
   last_loss_ = r.loss;
   last_tokens_per_s_ = r.tokens_per_s;
-  step_ms_sum_ += r.step_ms;
   print_progress(r);
 }
 
 void Coordinator::print_progress(const StepResult& r) {
   if (opts_.quiet) return;
   const int64_t total = cfg_.train.steps;
-  const double eta = step_ms_sum_ / 1000.0 / static_cast<double>(completed_step_) *
+  // Wall clock since the plan went out, not the sum of step times: it includes everything a step
+  // costs (data, reporting, waiting for the slowest rank).
+  const double eta = seconds_since(started_) / static_cast<double>(completed_step_) *
                      static_cast<double>(total - completed_step_);
   if (tty_) {
     const int width = 30;
@@ -345,7 +346,8 @@ protocol::CtlReply Coordinator::status_reply() const {
   rep.world_size = world_;
   rep.loss = last_loss_;
   rep.tokens_per_sec = last_tokens_per_s_;
-  rep.eta_seconds = completed_step_ > 0 ? step_ms_sum_ / 1000.0 / static_cast<double>(completed_step_) *
+  rep.eta_seconds = completed_step_ > 0 ? seconds_since(started_) /
+                                              static_cast<double>(completed_step_) *
                                               static_cast<double>(cfg_.train.steps - completed_step_)
                                         : -1.0;
   for (size_t i = 0; i < ranks_.size(); ++i) {

@@ -90,7 +90,7 @@ class Coordinator {
   // Step reports waiting for the other ranks: step -> per-rank report.
   std::map<int64_t, std::vector<std::optional<protocol::StepReport>>> pending_steps_;
   int64_t completed_step_ = 0;
-  double last_loss_ = 0.0, last_tokens_per_s_ = 0.0, step_ms_sum_ = 0.0;
+  double last_loss_ = 0.0, last_tokens_per_s_ = 0.0;
   Clock::time_point started_, last_heartbeat_sent_;
   std::atomic<bool> stop_requested_{false};
   bool stopping_ = false;

@@ -1,0 +1,162 @@
+// ztctl: watches and steers a zerotrain job through its coordinator, and launches one-machine jobs.
+//   ztctl status --run-dir DIR [--json]     one look at the job
+//   ztctl top --run-dir DIR [--interval S]  the same, refreshed until Ctrl-C or the job's end
+//   ztctl stop --run-dir DIR                stop after the step in flight; waits for the end
+//   ztctl checkpoint --run-dir DIR          ask for a checkpoint now
+//   ztctl launch --config F --np N --run-dir DIR [-- mpirun args]
+// The coordinator is found through the run dir (coordinator.endpoint and coordinator.key, which it
+// writes), or --coordinator / ZT_COORDINATOR with ZT_COORDINATOR_KEY.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "ctl/commands.h"
+#include "ctl/launch.h"
+
+namespace {
+
+std::atomic<int> g_interrupts{0};
+std::atomic<int> g_last_signal{0};
+
+void on_signal(int sig) {
+  g_last_signal.store(sig);
+  g_interrupts.fetch_add(1);
+}
+
+// Without SA_RESTART, so a blocking wait returns (EINTR) and the command sees the signal at once.
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000.0)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "ztctl: watch and steer a zerotrain job through its coordinator, or launch one on this "
+      "machine.\nThe coordinator is found through --run-dir DIR (it writes coordinator.endpoint "
+      "and coordinator.key there), or --coordinator / ZT_COORDINATOR with ZT_COORDINATOR_KEY.\n"
+      "Exit codes: 0 success, 1 failure (message on stderr), 2 bad usage, 130 interrupted."};
+  app.require_subcommand(1);
+
+  zt::ctl::CtlOptions ctl;
+  double reply_timeout_s = 5.0;
+  auto add_target = [&](CLI::App* sub) {
+    sub->add_option("--run-dir", ctl.run_dir, "run directory of the job");
+    sub->add_option("--coordinator", ctl.endpoint_flag,
+                    "coordinator endpoint (tcp://HOST:PORT) instead of the run dir's");
+    sub->add_option("--reply-timeout", reply_timeout_s,
+                    "seconds to wait for the coordinator's answer")
+        ->default_val(5.0)
+        ->check(CLI::PositiveNumber);
+  };
+
+  CLI::App* status = app.add_subcommand("status", "show the job's state, progress and memory");
+  add_target(status);
+  bool json = false;
+  status->add_flag("--json", json, "one JSON object with every field instead of the table");
+
+  CLI::App* top = app.add_subcommand("top", "the status, refreshed until Ctrl-C or the job ends");
+  add_target(top);
+  double interval_s = 1.0;
+  top->add_option("--interval", interval_s, "seconds between refreshes")
+      ->default_val(1.0)
+      ->check(CLI::PositiveNumber);
+
+  CLI::App* stop = app.add_subcommand(
+      "stop", "stop the job after the step in flight and wait until it has ended");
+  add_target(stop);
+  double stop_timeout_s = 300.0;
+  stop->add_option("--timeout", stop_timeout_s, "seconds to wait for the job to end")
+      ->default_val(300.0)
+      ->check(CLI::PositiveNumber);
+
+  CLI::App* checkpoint = app.add_subcommand("checkpoint", "ask for a checkpoint now");
+  add_target(checkpoint);
+
+  zt::ctl::LaunchOptions launch;
+  double start_timeout_s = 60.0, grace_s = 60.0;
+  CLI::App* launch_cmd = app.add_subcommand(
+      "launch",
+      "run a job on this machine: zt-coordinator plus `mpirun -np N zt-worker`, supervised until "
+      "both exit; Ctrl-C stops the job after the step in flight. Arguments after `--` go to "
+      "mpirun.");
+  launch_cmd->add_option("--config", launch.config, "job config (YAML or ds_config.json)")
+      ->required();
+  launch_cmd->add_option("--np", launch.np, "number of workers")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  launch_cmd->add_option("--run-dir", launch.run_dir, "run directory (created if missing)")
+      ->required();
+  launch_cmd->add_option("--listen", launch.listen,
+                         "endpoint the coordinator binds (default: loopback, a free port)");
+  launch_cmd->add_option("--coordinator-bin", launch.coordinator_bin,
+                         "zt-coordinator to run (default: next to ztctl)");
+  launch_cmd->add_option("--worker-bin", launch.worker_bin,
+                         "zt-worker to run (default: next to ztctl)");
+  launch_cmd->add_option("--mpirun", launch.mpirun, "mpirun to use (default: from PATH)");
+  launch_cmd
+      ->add_option("--start-timeout", start_timeout_s, "seconds for the coordinator to come up")
+      ->default_val(60.0)
+      ->check(CLI::PositiveNumber);
+  launch_cmd
+      ->add_option("--grace", grace_s,
+                   "seconds one side (coordinator or workers) may outlive the other "
+                   "before it is ended")
+      ->default_val(60.0)
+      ->check(CLI::PositiveNumber);
+  launch_cmd->add_option("mpirun-args", launch.mpirun_args, "extra mpirun arguments (after --)");
+
+  // Set last: subcommands copy the footer of their parent when they are created.
+  app.footer(
+      "`ztctl export` (model weights as safetensors) arrives with checkpoints; it is not in this "
+      "build.");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  install_signal_handlers();
+  ctl.reply_timeout = to_ms(reply_timeout_s);
+  ctl.interrupts = &g_interrupts;
+  try {
+    if (status->parsed()) return zt::ctl::run_status(ctl, json, std::cout, std::cerr);
+    if (top->parsed()) {
+      zt::ctl::TopOptions t;
+      t.interval = to_ms(interval_s);
+      t.clear_screen = ::isatty(STDOUT_FILENO) == 1;
+      return zt::ctl::run_top(ctl, t, std::cout, std::cerr);
+    }
+    if (stop->parsed()) return zt::ctl::run_stop(ctl, to_ms(stop_timeout_s), std::cout, std::cerr);
+    if (checkpoint->parsed()) return zt::ctl::run_checkpoint(ctl, std::cout, std::cerr);
+    if (launch_cmd->parsed()) {
+      launch.start_timeout = to_ms(start_timeout_s);
+      launch.grace = to_ms(grace_s);
+      launch.interrupts = &g_interrupts;
+      launch.last_signal = &g_last_signal;
+      return zt::ctl::run_launch(launch, std::cerr);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "ztctl: internal error: " << e.what() << "\n";
+    return 1;
+  }
+  return 2;
+}
