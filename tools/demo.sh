@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo: trains the tiny GPT-2 on the shipped corpus with 2 workers under mpirun (ZeRO stage 2),
-# shows progress, then prints where the run directory is. Until the coordinator lands the workers
-# run the job on their own (rank 0 writes the run directory).
+# The demo: trains the tiny GPT-2 on the shipped corpus with a coordinator and 2 workers under
+# mpirun (ZeRO stage 2), shows progress, then prints where the run directory is. Ctrl-C stops it
+# cleanly after the step in flight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -9,13 +9,10 @@ BUILD_DIR=${ZT_BUILD_DIR:-build}
 RUN_DIR=${1:-runs/demo-$(date +%Y%m%d-%H%M%S)}
 NP=${ZT_DEMO_WORKERS:-2}
 export OMPI_MCA_btl=${OMPI_MCA_btl:-self,vader}
-if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-# Share the cores between the workers instead of letting each spin up one thread per core.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / NP > 0 ? $(nproc) / NP : 1 ))}
-echo "[demo] training configs/tiny.yaml with $NP workers (mpirun), $OMP_NUM_THREADS thread(s) each; run dir: $RUN_DIR"
-mpirun -np "$NP" --oversubscribe "$BUILD_DIR/bin/zt-worker" --config configs/tiny.yaml \
-  --run-dir "$RUN_DIR" --export "$RUN_DIR/model.safetensors"
+echo "[demo] ztctl launch: a coordinator and $NP workers train configs/tiny.yaml; run dir $RUN_DIR"
+echo "[demo] watch it from another terminal: $BUILD_DIR/bin/ztctl top --run-dir $RUN_DIR"
+"$BUILD_DIR/bin/ztctl" launch --config configs/tiny.yaml --np "$NP" --run-dir "$RUN_DIR"
 echo "[demo] done. Run directory: $RUN_DIR"
-echo "[demo]   metrics:  $RUN_DIR/metrics.jsonl"
+echo "[demo]   metrics:  $RUN_DIR/metrics.jsonl (one line per step)"
 echo "[demo]   events:   $RUN_DIR/events.log"
-echo "[demo]   weights:  $RUN_DIR/model.safetensors (Hugging Face GPT-2 layout)"
+echo "[demo]   config:   $RUN_DIR/config.resolved.yaml"
