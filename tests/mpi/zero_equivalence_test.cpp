@@ -24,35 +24,16 @@
 #include "runtime/comm/mpi/mpi_communicator.h"
 #include "runtime/train/trainer.h"
 #include "tests/cpu/test_util.h"
+#include "tests/mpi/mpi_test_util.h"
 
 namespace zt {
 namespace {
 
+using testing::must;
+using testing::must_ok;
 using testing::TempDir;
+using testing::world_size;
 
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-
-// A failed step or create on one rank leaves the others blocked in a collective that will never
-// complete (and a communicator thread that cannot be joined): report and abort the whole job
-// rather than hang until ctest's timeout.
-void must_ok(const Status& st, const std::string& what) {
-  if (st.is_ok()) return;
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr, "[rank %d] %s failed: %s -- aborting the MPI job\n", rank, what.c_str(),
-               st.to_string().c_str());
-  std::fflush(stderr);
-  mpi_abort(1);
-}
-template <typename T>
-T must(Result<T> r, const std::string& what) {
-  must_ok(r.status(), what);
-  return std::move(r).value();
-}
 
 // One training run's observable results.
 struct TrainRun {

@@ -31,37 +31,16 @@
 #include "runtime/comm/mpi/mpi_communicator.h"
 #include "runtime/train/trainer.h"
 #include "tests/cpu/test_util.h"
+#include "tests/mpi/mpi_test_util.h"
 
 namespace zt {
 namespace {
 
+using testing::must;
+using testing::must_ok;
 using testing::TempDir;
-
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-// A failure inside a collective on one rank strands the others: report and abort the job rather
-// than hang until ctest's timeout.
-void must_ok(const Status& st, const std::string& what) {
-  if (st.is_ok()) return;
-  std::fprintf(stderr, "[rank %d] %s failed: %s -- aborting the MPI job\n", world_rank(),
-               what.c_str(), st.to_string().c_str());
-  std::fflush(stderr);
-  mpi_abort(1);
-}
-template <typename T>
-T must(Result<T> r, const std::string& what) {
-  must_ok(r.status(), what);
-  return std::move(r).value();
-}
+using testing::world_rank;
+using testing::world_size;
 
 constexpr int kSteps = 2;  // the second step runs with every pool and buffer of the first still held
 constexpr int64_t kBf16 = 2;
