@@ -51,17 +51,7 @@ start_job() {
   MPID=$!
   PIDS+=("$MPID")
 }
-wait_metrics() {  # run dir
-  for _ in $(seq 1 300); do [[ -s $1/metrics.jsonl ]] && return 0; sleep 0.1; done
-  fail "no metrics in $1"
-}
-# wait_exit PID SECONDS: sets RC to the exit status; fails if still running after SECONDS.
-wait_exit() {
-  local pid=$1 limit=$2
-  RC=0
-  timeout "$limit" tail --pid="$pid" -f /dev/null || fail "pid $pid still running after $limit s"
-  wait "$pid" || RC=$?
-}
+source "$(dirname "$0")/lib/jobs.sh"
 no_leftovers() {  # run dir
   sleep 0.5
   if pgrep -f "$1" > /dev/null; then fail "processes left behind: $(pgrep -af "$1")"; fi
