@@ -401,15 +401,23 @@ void Coordinator::send_heartbeats() {
 }
 
 void Coordinator::check_liveness() {
+  // When one rank dies, mpirun soon takes the others down too: blame the one silent the longest,
+  // the first to go.
+  size_t worst = ranks_.size();
+  double worst_silence = cfg_.comm.heartbeat_timeout_s;
   for (size_t i = 0; i < ranks_.size(); ++i) {
-    const Rank& r = ranks_[i];
-    if (r.done) continue;
-    const double silent = seconds_since(r.last_seen);
-    if (silent > cfg_.comm.heartbeat_timeout_s)
-      return fail(fmt::format("rank {} on {} (pid {}) has been silent for {:.1f} s (heartbeat "
-                              "timeout {} s): the process died or hangs",
-                              i, r.hello.host, r.hello.pid, silent, cfg_.comm.heartbeat_timeout_s));
+    if (ranks_[i].done) continue;
+    const double silent = seconds_since(ranks_[i].last_seen);
+    if (silent > worst_silence) {
+      worst = i;
+      worst_silence = silent;
+    }
   }
+  if (worst == ranks_.size()) return;
+  const Rank& r = ranks_[worst];
+  fail(fmt::format("rank {} on {} (pid {}) has been silent for {:.1f} s (heartbeat timeout {} s): "
+                   "the process died or hangs",
+                   worst, r.hello.host, r.hello.pid, worst_silence, cfg_.comm.heartbeat_timeout_s));
 }
 
 void Coordinator::fail(const std::string& why) {

@@ -88,10 +88,13 @@ victim=$(pgrep -f "zt-worker --coordinator .* --run-dir $T/kill" | tail -1)
 kill -KILL "$victim"
 wait_exit $CPID 30
 [[ $RC != 0 ]] || fail "kill: coordinator exited 0"
-grep -qE "failed: rank [01] on .* (silent|reported)" "$T/kill/events.log" || fail "kill: events.log: $(cat "$T/kill/events.log")"
+victim_rank=$(sed -n "s/.*registered rank \([0-9]*\) of 2: host [^,]*, pid $victim,.*/\1/p" "$T/kill/events.log")
+[[ -n $victim_rank ]] || fail "kill: pid $victim not in events.log: $(cat "$T/kill/events.log")"
+grep -qF "failed: rank $victim_rank on $(hostname) (pid $victim) has been silent" "$T/kill/events.log" \
+  || fail "kill: the coordinator did not name rank $victim_rank: $(cat "$T/kill/events.log")"
 wait_exit $MPID 30; [[ $RC != 0 ]] || fail "kill: mpirun exited 0"
 no_leftovers "$T/kill"
-echo "3. kill -9 of a worker: $(grep -o 'failed: rank [01][^:]*' "$T/kill/events.log" | head -1); all exited non-zero"
+echo "3. kill -9 of rank $victim_rank: $(grep -o 'failed: rank [01][^:]*' "$T/kill/events.log" | head -1); all exited non-zero"
 
 # 4. kill -9 of the coordinator.
 start_job orphan 100000
