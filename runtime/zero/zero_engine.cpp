@@ -291,9 +291,11 @@ void ZeroEngine::unit_grads_done(int u) {
     }
     pending_.push_back(std::move(p));
   }
-  // Without overlap every reduction is waited for at once; with it, a few units stay in flight
-  // (bounding the gradient buckets held) while backward goes on.
-  drain_pending(overlap_ ? 2 * static_cast<size_t>(unit.end_bucket - unit.first_bucket) : 0);
+  // Without overlap every reduction is waited for at once. With it, this unit's reductions stay in
+  // flight while the next unit's backward computes, and are waited for when that one is done: one
+  // unit in flight hides the reduction behind a whole block's backward and holds only one extra
+  // gradient bucket.
+  drain_pending(overlap_ ? static_cast<size_t>(unit.end_bucket - unit.first_bucket) : 0);
 }
 
 void ZeroEngine::drain_pending(size_t keep) {

@@ -144,8 +144,8 @@ MemoryModel memory_model(const Case& c, const PartitionPlan& plan) {
   if (c.stage >= 2) {
     // Unit gradient buffers handed to the backward: the embedding unit's for the whole backward
     // (its gradient comes from the LM head first and the embeddings last), plus the block being
-    // computed, plus with overlap_comm two more blocks whose reduce-scatters are in flight.
-    const int blocks = c.overlap ? 3 : 1;
+    // computed, plus with overlap_comm the block whose reduce-scatter is in flight.
+    const int blocks = c.overlap ? 2 : 1;
     m.grads_extra = unit0 + blocks * block;
     m.extras = fmt::format("grads: unit-0 buffer + {} block unit buffer(s)", blocks);
   }
