@@ -90,7 +90,7 @@ wait_exit $CPID 30
 [[ $RC != 0 ]] || fail "kill: coordinator exited 0"
 victim_rank=$(sed -n "s/.*registered rank \([0-9]*\) of 2: host [^,]*, pid $victim,.*/\1/p" "$T/kill/events.log")
 [[ -n $victim_rank ]] || fail "kill: pid $victim not in events.log: $(cat "$T/kill/events.log")"
-grep -qF "failed: rank $victim_rank on $(hostname) (pid $victim) has been silent" "$T/kill/events.log" \
+grep -qF "failed: rank $victim_rank on $(uname -n) (pid $victim) has been silent" "$T/kill/events.log" \
   || fail "kill: the coordinator did not name rank $victim_rank: $(cat "$T/kill/events.log")"
 wait_exit $MPID 30; [[ $RC != 0 ]] || fail "kill: mpirun exited 0"
 no_leftovers "$T/kill"
