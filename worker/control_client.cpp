@@ -1,6 +1,7 @@
 #include "worker/control_client.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -17,6 +18,33 @@ int64_t now_unix_ms() {
 }
 
 }  // namespace
+
+protocol::StepReport make_step_report(const StepResult& r, int rank) {
+  const bool lead = rank == 0;
+  protocol::StepReport rep;
+  rep.rank = rank;
+  rep.step = r.step;
+  rep.loss_sum = lead ? r.loss * static_cast<double>(r.tokens) : 0.0;
+  rep.token_count = lead ? r.tokens : 0;
+  rep.grad_norm_sq_part = lead && std::isfinite(r.grad_norm) ? r.grad_norm * r.grad_norm : 0.0;
+  rep.overflow = r.skipped;
+  rep.step_ms = r.step_ms;
+  rep.lr = r.lr;
+  rep.loss_scale = r.loss_scale;
+  for (size_t c = 0; c < kNumMemCategories; ++c) {
+    rep.memory_current[c] = r.memory.current[c];
+    rep.memory_peak[c] = r.memory.peak[c];
+  }
+  rep.memory_total_current = r.memory.total_current;
+  rep.memory_total_peak = r.memory.total_peak;
+  for (size_t k = 0; k < kNumCollectiveKinds; ++k) {
+    rep.comm_bytes[k] = r.comm.bytes[k];
+    rep.comm_calls[k] = r.comm.calls[k];
+  }
+  rep.comm_busy_ms = r.comm.busy_ms;
+  rep.comm_blocked_ms = r.comm.blocked_ms;
+  return rep;
+}
 
 Result<std::unique_ptr<ControlClient>> ControlClient::register_worker(
     const protocol::CoordinatorAddress& address, const protocol::WorkerHello& hello,

@@ -17,8 +17,14 @@
 #include "protocol/codec.h"
 #include "protocol/transport.h"
 #include "runtime/core/status.h"
+#include "runtime/train/trainer.h"
 
 namespace zt {
+
+// The report of one step for the coordinator. The trainer has already reduced loss and gradient
+// norm over the ranks, so rank 0 carries the totals as its "parts" and the other ranks add zero:
+// the coordinator's sum over ranks is then exact.
+protocol::StepReport make_step_report(const StepResult& r, int rank);
 
 class ControlClient {
  public:

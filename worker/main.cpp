@@ -234,32 +234,7 @@ int run(int argc, char** argv) {
     elapsed_ms += r->step_ms;
     const int64_t done = r->step;
     if (control) {
-      // The trainer already reduced loss and norm over the ranks; rank 0 carries the totals as its
-      // "parts" and the others add zero, so the coordinator's sum over ranks is exact.
-      zt::protocol::StepReport rep;
-      rep.rank = ctx.rank;
-      rep.step = r->step;
-      rep.loss_sum = lead ? r->loss * static_cast<double>(r->tokens) : 0.0;
-      rep.token_count = lead ? r->tokens : 0;
-      rep.grad_norm_sq_part =
-          lead && std::isfinite(r->grad_norm) ? r->grad_norm * r->grad_norm : 0.0;
-      rep.overflow = r->skipped;
-      rep.step_ms = r->step_ms;
-      rep.lr = r->lr;
-      rep.loss_scale = r->loss_scale;
-      for (size_t c = 0; c < zt::kNumMemCategories; ++c) {
-        rep.memory_current[c] = r->memory.current[c];
-        rep.memory_peak[c] = r->memory.peak[c];
-      }
-      rep.memory_total_current = r->memory.total_current;
-      rep.memory_total_peak = r->memory.total_peak;
-      for (size_t k = 0; k < zt::kNumCollectiveKinds; ++k) {
-        rep.comm_bytes[k] = r->comm.bytes[k];
-        rep.comm_calls[k] = r->comm.calls[k];
-      }
-      rep.comm_busy_ms = r->comm.busy_ms;
-      rep.comm_blocked_ms = r->comm.blocked_ms;
-      control->report_step(rep);
+      control->report_step(zt::make_step_report(*r, ctx.rank));
     } else {
       const auto memory = gather_memory(r->memory, ctx);
       if (lead) {
