@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "protocol/partition_spec.h"
+
 namespace zt {
 
 namespace fs = std::filesystem;
@@ -23,19 +25,6 @@ std::string format_eta(double seconds) {
   if (!(seconds >= 0)) return "?";
   const long s = static_cast<long>(seconds + 0.5);
   return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
-}
-
-protocol::PartitionSpec to_spec(const PartitionPlan& p) {
-  protocol::PartitionSpec s;
-  s.world_size = p.world_size;
-  s.stage = p.stage;
-  s.total = p.total;
-  s.shard_total = p.shard_total;
-  s.summary = p.summary();
-  for (const PlanBucket& b : p.buckets)
-    s.buckets.push_back({b.unit, b.first_param, b.end_param, b.offset, b.numel, b.padded, b.shard,
-                         b.shard_offset, b.persistent});
-  return s;
 }
 
 }  // namespace
@@ -100,7 +89,8 @@ int Coordinator::run() {
   if (!opts_.quiet)
     std::printf("zt-coordinator: listening on %s; waiting for %s worker(s); run dir %s\n",
                 server_->endpoint().c_str(),
-                opts_.world > 0 ? std::to_string(opts_.world).c_str() : "the", opts_.run_dir.c_str());
+                opts_.world > 0 ? std::to_string(opts_.world).c_str() : "the",
+                opts_.run_dir.c_str());
   std::fflush(stdout);
   while (state_ != JobState::kFinished && state_ != JobState::kFailed) {
     if (stop_requested_.exchange(false)) begin_stop("stop requested by signal");
@@ -119,8 +109,8 @@ int Coordinator::run() {
         fail(world_ == 0 ? fmt::format("no worker registered within {} s (start them with "
                                        "`mpirun -np N zt-worker --coordinator {}`)",
                                        opts_.register_timeout_s, server_->endpoint())
-                         : fmt::format("ranks{} of {} did not register within {} s",
-                                       missing, world_, opts_.register_timeout_s));
+                         : fmt::format("ranks{} of {} did not register within {} s", missing,
+                                       world_, opts_.register_timeout_s));
       }
       if (stopping_) {
         event("stopped before the job started");
@@ -208,9 +198,10 @@ void Coordinator::on_hello(const protocol::PeerId& peer, const protocol::WorkerH
     fail(why);
   };
   if (h.world_size != world_) {
-    return refuse(fmt::format("rank {} on {} reports a world of {} but the job has {} ranks "
-                              "(--world / the first worker)",
-                              h.rank, h.host, h.world_size, world_));
+    return refuse(
+        fmt::format("rank {} on {} reports a world of {} but the job has {} ranks "
+                    "(--world / the first worker)",
+                    h.rank, h.host, h.world_size, world_));
   }
   if (h.rank < 0 || h.rank >= world_)
     return refuse(fmt::format("rank {} on {} is outside the world of {}", h.rank, h.host, world_));
@@ -236,7 +227,7 @@ Status Coordinator::send_plans() {
   ZT_RETURN_IF_ERROR(run_dir_->write_resolved_config(cfg_));
   protocol::Plan msg;
   msg.config_yaml = to_yaml(cfg_);
-  msg.partition = to_spec(plan);
+  msg.partition = protocol::to_partition_spec(plan);
   msg.run_dir = fs::absolute(opts_.run_dir).string();
   plan_ = std::move(plan);
   for (const Rank& r : ranks_) ZT_RETURN_IF_ERROR(server_->send(r.peer, msg));
@@ -245,15 +236,17 @@ Status Coordinator::send_plans() {
   // Liveness starts with the plan: a worker waits silently for it (ControlClient sends no
   // heartbeat before), so the time it waited for the last rank to register is not silence.
   for (Rank& r : ranks_) r.last_seen = started_;
-  event(fmt::format("plan sent to {} ranks: ZeRO stage {}, {} parameters, {} elements per rank "
-                    "shard, global batch {} sequences",
-                    world_, plan_->stage, plan_->layout.num_parameters, plan_->shard_total,
-                    cfg_.train_batch_size));
+  event(
+      fmt::format("plan sent to {} ranks: ZeRO stage {}, {} parameters, {} elements per rank "
+                  "shard, global batch {} sequences",
+                  world_, plan_->stage, plan_->layout.num_parameters, plan_->shard_total,
+                  cfg_.train_batch_size));
   if (!opts_.quiet) {
-    std::printf("zt-coordinator: %d workers registered; GPT-2 %.2fM parameters, ZeRO stage %d, "
-                "%lld steps\n",
-                world_, plan_->layout.num_parameters / 1e6, plan_->stage,
-                static_cast<long long>(cfg_.train.steps));
+    std::printf(
+        "zt-coordinator: %d workers registered; GPT-2 %.2fM parameters, ZeRO stage %d, "
+        "%lld steps\n",
+        world_, plan_->layout.num_parameters / 1e6, plan_->stage,
+        static_cast<long long>(cfg_.train.steps));
     std::fflush(stdout);
   }
   // A stop that came while registering (a signal in the same loop turn as the last hello) has
@@ -322,7 +315,8 @@ void Coordinator::print_progress(const StepResult& r) {
                      static_cast<double>(total - completed_step_);
   if (tty_) {
     const int width = 30;
-    const int filled = static_cast<int>(width * static_cast<double>(r.step) / static_cast<double>(total));
+    const int filled =
+        static_cast<int>(width * static_cast<double>(r.step) / static_cast<double>(total));
     std::string bar(static_cast<size_t>(std::clamp(filled, 0, width)), '#');
     bar.resize(static_cast<size_t>(width), '.');
     std::printf("\r[%s] %lld/%lld | loss %.4f | %.0f tok/s | ETA %s   ", bar.c_str(),
@@ -346,10 +340,10 @@ protocol::CtlReply Coordinator::status_reply() const {
   rep.world_size = world_;
   rep.loss = last_loss_;
   rep.tokens_per_sec = last_tokens_per_s_;
-  rep.eta_seconds = completed_step_ > 0 ? seconds_since(started_) /
-                                              static_cast<double>(completed_step_) *
-                                              static_cast<double>(cfg_.train.steps - completed_step_)
-                                        : -1.0;
+  rep.eta_seconds = completed_step_ > 0
+                        ? seconds_since(started_) / static_cast<double>(completed_step_) *
+                              static_cast<double>(cfg_.train.steps - completed_step_)
+                        : -1.0;
   for (size_t i = 0; i < ranks_.size(); ++i) {
     const Rank& r = ranks_[i];
     if (!r.registered) continue;
@@ -387,7 +381,8 @@ void Coordinator::begin_stop(const std::string& why) {
   event(why);
   if (state_ != JobState::kRunning) return;  // registration: stop once the plan is out
   for (const Rank& r : ranks_)
-    (void)server_->send(r.peer, protocol::Command{protocol::Command::Type::kStop, completed_step_, ""});
+    (void)server_->send(r.peer,
+                        protocol::Command{protocol::Command::Type::kStop, completed_step_, ""});
 }
 
 void Coordinator::send_heartbeats() {
@@ -397,7 +392,8 @@ void Coordinator::send_heartbeats() {
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
   for (const Rank& r : ranks_)
-    if (!r.done) (void)server_->send(r.peer, protocol::Heartbeat{-1, completed_step_, now_ms, false});
+    if (!r.done)
+      (void)server_->send(r.peer, protocol::Heartbeat{-1, completed_step_, now_ms, false});
 }
 
 void Coordinator::check_liveness() {
@@ -415,9 +411,10 @@ void Coordinator::check_liveness() {
   }
   if (worst == ranks_.size()) return;
   const Rank& r = ranks_[worst];
-  fail(fmt::format("rank {} on {} (pid {}) has been silent for {:.1f} s (heartbeat timeout {} s): "
-                   "the process died or hangs",
-                   worst, r.hello.host, r.hello.pid, worst_silence, cfg_.comm.heartbeat_timeout_s));
+  fail(
+      fmt::format("rank {} on {} (pid {}) has been silent for {:.1f} s (heartbeat timeout {} s): "
+                  "the process died or hangs",
+                  worst, r.hello.host, r.hello.pid, worst_silence, cfg_.comm.heartbeat_timeout_s));
 }
 
 void Coordinator::fail(const std::string& why) {
@@ -427,8 +424,8 @@ void Coordinator::fail(const std::string& why) {
   event("failed: " + why);
   for (const Rank& r : ranks_)
     if (r.registered && !r.done)
-      (void)server_->send(r.peer, protocol::Command{protocol::Command::Type::kAbort,
-                                                    completed_step_, why});
+      (void)server_->send(r.peer,
+                          protocol::Command{protocol::Command::Type::kAbort, completed_step_, why});
 }
 
 }  // namespace zt

@@ -25,6 +25,7 @@
 #include <CLI/CLI.hpp>
 
 #include "kernels/threads.h"
+#include "protocol/partition_spec.h"
 #include "runtime/backend/backend.h"
 #include "runtime/comm/mpi/mpi_communicator.h"
 #include "runtime/config/job_config.h"
@@ -188,17 +189,7 @@ int run(int argc, char** argv) {
   const auto& layout = trainer->layout();
   if (control) {
     // One plan for the job: what this rank computed must be what the coordinator sent.
-    const zt::protocol::PartitionSpec& spec = control->plan().partition;
-    const zt::PartitionPlan& mine = trainer->plan();
-    bool same = spec.world_size == mine.world_size && spec.stage == mine.stage &&
-                spec.total == mine.total && spec.shard_total == mine.shard_total &&
-                spec.buckets.size() == mine.buckets.size();
-    for (size_t i = 0; same && i < mine.buckets.size(); ++i) {
-      const zt::PlanBucket& b = mine.buckets[i];
-      const zt::protocol::BucketSpec& o = spec.buckets[i];
-      same = o.unit == b.unit && o.offset == b.offset && o.padded == b.padded &&
-             o.shard == b.shard && o.shard_offset == b.shard_offset && o.persistent == b.persistent;
-    }
+    const bool same = zt::protocol::to_partition_spec(trainer->plan()) == control->plan().partition;
     if (!same)
       return fail(zt::make_error(zt::StatusCode::kInternal,
                                  "the coordinator's partition plan differs from this worker's: "
