@@ -26,6 +26,19 @@ Gpt2Model::Gpt2Model(Backend& backend, const ModelConfig& cfg,
       layout_(std::move(layout)),
       unit_offsets_(std::move(unit_offsets)) {
   shape_ = {B, T, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size, cfg.block_size};
+  // Resolved once: the step looks each block's parameters up by position, not by name.
+  static constexpr const char* kBlockParams[12] = {
+      "ln_1.weight",        "ln_1.bias",        "attn.c_attn.weight", "attn.c_attn.bias",
+      "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
+      "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias"};
+  block_entries_.resize(static_cast<size_t>(cfg.n_layer));
+  for (int l = 0; l < cfg.n_layer; ++l)
+    for (size_t k = 0; k < 12; ++k) {
+      const std::string name = fmt::format("h.{}.{}", l, kBlockParams[k]);
+      const ParamEntry* e = layout_.find(name);
+      ZT_CHECK(e != nullptr, "no parameter named {}", name);
+      block_entries_[static_cast<size_t>(l)][k] = e;
+    }
 }
 
 Gpt2Model::~Gpt2Model() = default;
@@ -136,24 +149,25 @@ Status Gpt2Model::allocate() {
 Tensor Gpt2Model::param(const Tensor& unit_tensor, int unit, const std::string& name) const {
   const ParamEntry* e = layout_.find(name);
   ZT_CHECK(e != nullptr, "no parameter named {}", name);
-  const int64_t off = e->offset - unit_offsets_[static_cast<size_t>(unit)];
-  ZT_CHECK(off >= 0 && off + e->spec.numel() <= unit_tensor.numel(),
-           "parameter {} outside its unit {}", name, unit);
-  const auto& s = e->spec.shape;
+  return param(unit_tensor, unit, *e);
+}
+
+Tensor Gpt2Model::param(const Tensor& unit_tensor, int unit, const ParamEntry& e) const {
+  const int64_t off = e.offset - unit_offsets_[static_cast<size_t>(unit)];
+  ZT_CHECK(off >= 0 && off + e.spec.numel() <= unit_tensor.numel(),
+           "parameter {} outside its unit {}", e.spec.name, unit);
+  const auto& s = e.spec.shape;
   char* base = static_cast<char*>(unit_tensor.data) + static_cast<size_t>(off) * dtype_size(dtype_);
   return s.size() == 1 ? Tensor(base, dtype_, Shape{s[0]})
                        : Tensor(base, dtype_, Shape{s[0], s[1]});
 }
 
 Gpt2Model::LayerParams Gpt2Model::layer_params(int l, const Tensor& t) const {
-  const std::string h = fmt::format("h.{}.", l);
+  const auto& e = block_entries_[static_cast<size_t>(l)];
   const int u = l + 1;
-  return {param(t, u, h + "ln_1.weight"),        param(t, u, h + "ln_1.bias"),
-          param(t, u, h + "attn.c_attn.weight"), param(t, u, h + "attn.c_attn.bias"),
-          param(t, u, h + "attn.c_proj.weight"), param(t, u, h + "attn.c_proj.bias"),
-          param(t, u, h + "ln_2.weight"),        param(t, u, h + "ln_2.bias"),
-          param(t, u, h + "mlp.c_fc.weight"),    param(t, u, h + "mlp.c_fc.bias"),
-          param(t, u, h + "mlp.c_proj.weight"),  param(t, u, h + "mlp.c_proj.bias")};
+  return {param(t, u, *e[0]), param(t, u, *e[1]), param(t, u, *e[2]),  param(t, u, *e[3]),
+          param(t, u, *e[4]), param(t, u, *e[5]), param(t, u, *e[6]),  param(t, u, *e[7]),
+          param(t, u, *e[8]), param(t, u, *e[9]), param(t, u, *e[10]), param(t, u, *e[11])};
 }
 
 Tensor Gpt2Model::x_in(int l) const {

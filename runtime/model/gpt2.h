@@ -14,6 +14,7 @@
 // bit-identical gradients; only the activation memory and the step time differ.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -71,6 +72,7 @@ class Gpt2Model {
   LayerParams layer_params(int l, const Tensor& unit) const;
   // View of parameter `name` inside the tensor of the unit `unit` that holds it.
   Tensor param(const Tensor& unit_tensor, int unit, const std::string& name) const;
+  Tensor param(const Tensor& unit_tensor, int unit, const ParamEntry& entry) const;
   // Block forward from x_in to x_out, filling `acts`. attention_only: stop after the attention
   // internals (selective recompute).
   void block_forward(const LayerParams& p, Tensor x_in, Tensor x_out, LayerActs& acts,
@@ -91,6 +93,8 @@ class Gpt2Model {
   Gpt2Shape shape_;
   ParamLayout layout_;
   std::vector<int64_t> unit_offsets_;
+  // Each block's 12 parameters in LayerParams order, resolved from layout_ at construction.
+  std::vector<std::array<const ParamEntry*, 12>> block_entries_;
   ModelStateHooks* hooks_ = nullptr;
   Tensor unit0_params_;  // the embedding unit, held from the encoder to the LM head
 
