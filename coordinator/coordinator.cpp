@@ -21,12 +21,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::string format_eta(double seconds) {
-  if (!(seconds >= 0)) return "?";
-  const long s = static_cast<long>(seconds + 0.5);
-  return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
-}
-
 }  // namespace
 
 Coordinator::Coordinator(const CoordinatorOptions& options) : opts_(options) {}
@@ -322,12 +316,8 @@ void Coordinator::print_progress(const StepResult& r) {
     std::printf("\r[%s] %lld/%lld | loss %.4f | %.0f tok/s | ETA %s   ", bar.c_str(),
                 static_cast<long long>(r.step), static_cast<long long>(total), r.loss,
                 r.tokens_per_s, format_eta(eta).c_str());
-  } else if (r.step == 1 || r.step % std::max<int64_t>(1, cfg_.steps_per_print) == 0 ||
-             r.step == total) {
-    std::printf("step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
-                static_cast<long long>(r.step), static_cast<long long>(total), r.loss, r.lr,
-                r.grad_norm, r.skipped ? " (skipped: fp16 overflow)" : "", r.tokens_per_s,
-                format_eta(eta).c_str());
+  } else if (progress_due(r.step, total, cfg_.steps_per_print)) {
+    std::printf("%s\n", progress_line(r, total, eta).c_str());
   }
   std::fflush(stdout);
 }

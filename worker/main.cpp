@@ -39,11 +39,6 @@ namespace {
 std::atomic<int> g_stop_signal{0};
 void on_signal(int sig) { g_stop_signal.store(sig); }
 
-std::string format_eta(double seconds) {
-  const long s = static_cast<long>(seconds + 0.5);
-  return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
-}
-
 struct Context {
   int rank = 0, world = 1;
   zt::RunDir* run_dir = nullptr;
@@ -218,7 +213,6 @@ int run(int argc, char** argv) {
   auto stop_buf = backend->allocate(sizeof(float), zt::MemCategory::kCommunication);
   if (!stop_buf.is_ok()) return fail(stop_buf.status(), ctx);
   double elapsed_ms = 0.0;
-  const int64_t print_every = std::max<int64_t>(1, cfg.steps_per_print);
   while (trainer->completed_steps() < cfg.train.steps) {
     auto r = trainer->step();
     if (!r.is_ok()) return fail(r.status(), ctx);
@@ -230,14 +224,10 @@ int run(int argc, char** argv) {
       const auto memory = gather_memory(r->memory, ctx);
       if (lead) {
         if (zt::Status st = run_dir->append_metrics(*r, memory); !st.is_ok()) return fail(st, ctx);
-        if (done % print_every == 0 || done == cfg.train.steps || done == 1) {
+        if (zt::progress_due(done, cfg.train.steps, cfg.steps_per_print)) {
           const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
                              static_cast<double>(cfg.train.steps - done);
-          std::printf(
-              "step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %.0f tok/s | ETA %s\n",
-              static_cast<long long>(done), static_cast<long long>(cfg.train.steps), r->loss, r->lr,
-              r->grad_norm, r->skipped ? " (skipped: fp16 overflow)" : "", r->tokens_per_s,
-              format_eta(eta).c_str());
+          std::printf("%s\n", zt::progress_line(*r, cfg.train.steps, eta).c_str());
           std::fflush(stdout);
         }
       }

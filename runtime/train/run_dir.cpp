@@ -1,5 +1,6 @@
 #include "runtime/train/run_dir.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -54,6 +55,23 @@ Status RunDir::write_resolved_config(const JobConfig& cfg) {
   if (ec)
     return make_error(StatusCode::kIoError, "cannot rename '{}': {}", tmp.string(), ec.message());
   return Status::ok();
+}
+
+std::string format_eta(double seconds) {
+  if (!(seconds >= 0)) return "?";
+  const long s = static_cast<long>(seconds + 0.5);
+  return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
+}
+
+std::string progress_line(const StepResult& r, int64_t total_steps, double eta_seconds) {
+  return fmt::format(
+      "step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f}{} | {:.0f} tok/s | ETA {}", r.step,
+      total_steps, r.loss, r.lr, r.grad_norm, r.skipped ? " (skipped: fp16 overflow)" : "",
+      r.tokens_per_s, format_eta(eta_seconds));
+}
+
+bool progress_due(int64_t step, int64_t total, int64_t steps_per_print) {
+  return step == 1 || step == total || step % std::max<int64_t>(1, steps_per_print) == 0;
 }
 
 std::string metrics_json(const StepResult& r, const std::vector<MemorySnapshot>& per_rank) {

@@ -34,6 +34,14 @@ class RunDir {
   std::FILE* events_ = nullptr;
 };
 
+// "H:MM:SS", or "?" for a negative or unknown time.
+std::string format_eta(double seconds);
+// The plain progress line of a step (no newline), the same from the coordinator and a worker
+// running without one.
+std::string progress_line(const StepResult& r, int64_t total_steps, double eta_seconds);
+// Whether step `step` of `total` gets a progress line: the first, every steps_per_print, the last.
+bool progress_due(int64_t step, int64_t total, int64_t steps_per_print);
+
 // The JSON object of one metrics line (exposed for tests).
 std::string metrics_json(const StepResult& r, const std::vector<MemorySnapshot>& per_rank);
 
