@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "protocol/partition_spec.h"
+#include "runtime/checkpoint/commit.h"
 
 namespace zt {
 
@@ -34,6 +35,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(const CoordinatorOption
 
 Status Coordinator::init() {
   ZT_ASSIGN_OR_RETURN(cfg_, load_job_config(opts_.config_path));
+  if (opts_.steps > 0) cfg_.train.steps = opts_.steps;
   if (opts_.world < 0)
     return make_error(StatusCode::kInvalidArgument, "--world {} must be positive", opts_.world);
   if (opts_.world > 0) {
@@ -41,8 +43,19 @@ Status Coordinator::init() {
     JobConfig probe = cfg_;
     ZT_RETURN_IF_ERROR(resolve_batch_sizes(probe, opts_.world).with_context("--world"));
   }
+  if (opts_.resume || !opts_.resume_from.empty()) {
+    // Refuse a bad checkpoint now, before anyone waits for workers; the world size may not be
+    // known yet (it only adds a note).
+    JobConfig probe = cfg_;
+    if (opts_.world > 0) ZT_RETURN_IF_ERROR(resolve_batch_sizes(probe, opts_.world));
+    ZT_ASSIGN_OR_RETURN(ResumePoint p, prepare_resume(opts_.run_dir, opts_.resume_from, probe,
+                                                      opts_.world > 0 ? opts_.world : 0));
+    resume_ = std::move(p);
+  }
   ZT_ASSIGN_OR_RETURN(RunDir rd, RunDir::open(opts_.run_dir));
   run_dir_ = std::make_unique<RunDir>(std::move(rd));
+  for (const std::string& name : remove_stale_staging(checkpoints_root(opts_.run_dir)))
+    event("removed an incomplete checkpoint left by a crash: " + name);
   ZT_ASSIGN_OR_RETURN(keys_, protocol::generate_keypair());
   protocol::ServerOptions so;
   so.bind_endpoint = opts_.listen;
@@ -166,6 +179,11 @@ void Coordinator::handle(const protocol::Incoming& in) {
     } else {
       on_step_report(*s);
     }
+  } else if (const auto* a = std::get_if<protocol::CheckpointAck>(&m)) {
+    if (a->rank != r->hello.rank)
+      event(fmt::format("ignored a CheckpointAck for rank {} from rank {}", a->rank, r->hello.rank));
+    else
+      on_checkpoint_ack(*a);
   } else if (const auto* e = std::get_if<protocol::ErrorReport>(&m)) {
     fail(fmt::format("rank {} on {} (pid {}) reported: {}", e->rank, r->hello.host, r->hello.pid,
                      e->message));
@@ -223,6 +241,18 @@ Status Coordinator::send_plans() {
   msg.config_yaml = to_yaml(cfg_);
   msg.partition = protocol::to_partition_spec(plan);
   msg.run_dir = fs::absolute(opts_.run_dir).string();
+  if (resume_) {
+    msg.start_step = resume_->manifest.step;
+    msg.resume_from = resume_->dir;
+    start_step_ = completed_step_ = resume_->manifest.step;
+    event(fmt::format("resuming from {} at step {} (written by {} ranks at ZeRO stage {})",
+                      resume_->dir, resume_->manifest.step, resume_->manifest.world_size,
+                      resume_->manifest.zero_stage));
+    if (resume_->manifest.world_size != world_)
+      event(fmt::format("resume: world size: {} -> {}", resume_->manifest.world_size, world_));
+    for (const std::string& note : resume_->notes)
+      if (note.rfind("world size", 0) != 0) event("resume: " + note);
+  }
   plan_ = std::move(plan);
   for (const Rank& r : ranks_) ZT_RETURN_IF_ERROR(server_->send(r.peer, msg));
   state_ = JobState::kRunning;
@@ -277,6 +307,7 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
     tokens += s.token_count;
     sq += s.grad_norm_sq_part;
     r.step_ms = std::max(r.step_ms, s.step_ms);
+    r.checkpoint_ms = std::max(r.checkpoint_ms, s.checkpoint_ms);
     r.skipped = r.skipped || s.overflow;
     for (size_t c = 0; c < kNumMemCategories; ++c) {
       mem[i].current[c] = s.memory_current[c];
@@ -305,7 +336,8 @@ void Coordinator::print_progress(const StepResult& r) {
   const int64_t total = cfg_.train.steps;
   // Wall clock since the plan went out, not the sum of step times: it includes everything a step
   // costs (data, reporting, waiting for the slowest rank).
-  const double eta = seconds_since(started_) / static_cast<double>(completed_step_) *
+  const double eta = seconds_since(started_) /
+                     static_cast<double>(std::max<int64_t>(1, completed_step_ - start_step_)) *
                      static_cast<double>(total - completed_step_);
   if (tty_) {
     const int width = 30;
@@ -330,10 +362,13 @@ protocol::CtlReply Coordinator::status_reply() const {
   rep.world_size = world_;
   rep.loss = last_loss_;
   rep.tokens_per_sec = last_tokens_per_s_;
-  rep.eta_seconds = completed_step_ > 0
-                        ? seconds_since(started_) / static_cast<double>(completed_step_) *
+  rep.eta_seconds = completed_step_ > start_step_
+                        ? seconds_since(started_) /
+                              static_cast<double>(completed_step_ - start_step_) *
                               static_cast<double>(cfg_.train.steps - completed_step_)
                         : -1.0;
+  rep.last_checkpoint_step = last_checkpoint_step_;
+  rep.last_checkpoint_dir = last_checkpoint_dir_;
   for (size_t i = 0; i < ranks_.size(); ++i) {
     const Rank& r = ranks_[i];
     if (!r.registered) continue;
@@ -358,8 +393,21 @@ void Coordinator::on_ctl(const protocol::PeerId& peer, const protocol::CtlReques
       rep.state = JobState::kStopping;
       break;
     case protocol::CtlRequest::Type::kCheckpoint:
-      rep.ok = false;
-      rep.message = "checkpoints are not available in this build yet";
+      if (state_ != JobState::kRunning || stopping_) {
+        rep.ok = false;
+        rep.message = stopping_ ? "the job is stopping (it checkpoints on stop unless "
+                                  "checkpoint.on_stop is false)"
+                                : "the job is not running yet";
+        break;
+      }
+      event("checkpoint requested by ztctl");
+      for (const Rank& r : ranks_)
+        (void)server_->send(r.peer, protocol::Command{protocol::Command::Type::kCheckpointNow,
+                                                      completed_step_, ""});
+      rep.message = fmt::format(
+          "checkpoint requested: the workers take it after the step in flight (last committed: "
+          "{})",
+          last_checkpoint_step_ > 0 ? fmt::format("step {}", last_checkpoint_step_) : "none");
       break;
   }
   (void)server_->send(peer, rep);
@@ -416,6 +464,54 @@ void Coordinator::fail(const std::string& why) {
     if (r.registered && !r.done)
       (void)server_->send(r.peer,
                           protocol::Command{protocol::Command::Type::kAbort, completed_step_, why});
+}
+
+void Coordinator::on_checkpoint_ack(const protocol::CheckpointAck& a) {
+  auto& slot = pending_checkpoints_[a.step];
+  if (slot.empty()) slot.resize(static_cast<size_t>(world_));
+  slot[static_cast<size_t>(a.rank)] = a;
+  for (const auto& s : slot)
+    if (!s) return;
+  std::vector<protocol::CheckpointAck> acks;
+  for (auto& s : slot) acks.push_back(*s);
+  pending_checkpoints_.erase(a.step);
+
+  // Every rank has written its shard. The trainer state is global: the ranks must agree on it.
+  const protocol::CheckpointAck& first = acks[0];
+  std::vector<ShardAck> files;
+  double write_ms = 0, blocked_ms = 0;
+  uint64_t bytes = 0;
+  for (const protocol::CheckpointAck& x : acks) {
+    if (x.files.size() != 1 || x.applied_steps != first.applied_steps ||
+        x.loss_scale != first.loss_scale || x.next_sequence != first.next_sequence)
+      return fail(fmt::format("checkpoint step {}: rank {}'s ack disagrees with rank 0's (files {}, "
+                              "applied steps {} vs {}, data position {} vs {})",
+                              a.step, x.rank, x.files.size(), x.applied_steps, first.applied_steps,
+                              x.next_sequence, first.next_sequence));
+    files.push_back({x.files[0].path, x.files[0].size_bytes, x.files[0].xxh3});
+    write_ms = std::max(write_ms, x.write_ms);
+    blocked_ms = std::max(blocked_ms, x.blocked_ms);
+    bytes += x.files[0].size_bytes;
+  }
+  TrainerState st;
+  st.step = a.step;
+  st.applied_steps = first.applied_steps;
+  st.scaler = {first.loss_scale, first.loss_scale_good_steps, first.loss_scale_hysteresis_left};
+  st.next_sequence = first.next_sequence;
+  const Manifest m = make_manifest(cfg_, *plan_, st, files);
+  auto c = commit_checkpoint(checkpoints_root(opts_.run_dir), m, cfg_.checkpoint.keep_last);
+  if (!c.is_ok()) return fail(fmt::format("committing checkpoint step {}: {}", a.step,
+                                          c.status().to_string()));
+  if (!c->replaced.empty())
+    event(fmt::format("an older checkpoint of step {} was moved to {}", a.step, c->replaced));
+  event(fmt::format("checkpoint step {} committed: {} ({:.1f} MiB in {} files; slowest write "
+                    "{:.0f} ms, training blocked up to {:.0f} ms)",
+                    a.step, c->dir, static_cast<double>(bytes) / 1048576.0, files.size(), write_ms,
+                    blocked_ms));
+  for (const std::string& gone : c->removed)
+    event("checkpoint removed (checkpoint.keep_last): " + gone);
+  last_checkpoint_step_ = a.step;
+  last_checkpoint_dir_ = c->dir;
 }
 
 }  // namespace zt

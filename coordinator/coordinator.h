@@ -5,6 +5,9 @@
 // comm.heartbeat_timeout_s, or one that reports an error, fails the job — the survivors are told to
 // abort, events.log says which rank on which host failed and why, and run() returns non-zero.
 // A stop (ztctl stop, SIGINT/SIGTERM) lets the workers finish the step in flight and returns 0.
+// Checkpoints: the workers write their shards and ack them; once every rank has acked a step the
+// coordinator writes the manifest and commits (Note [checkpoint commit]). --resume/--resume-from
+// choose and verify the checkpoint before any worker registers, and the plan tells the workers.
 //
 // Single-threaded: run() polls the socket and checks timers; request_stop() only sets a flag, so it
 // may be called from a signal handler.
@@ -20,6 +23,7 @@
 
 #include "protocol/codec.h"
 #include "protocol/transport.h"
+#include "runtime/checkpoint/resume.h"
 #include "runtime/config/job_config.h"
 #include "runtime/train/run_dir.h"
 #include "runtime/zero/partition_plan.h"
@@ -33,6 +37,9 @@ struct CoordinatorOptions {
   int world = 0;                      // 0: the world size the first worker reports
   double register_timeout_s = 300.0;  // all ranks must register within this
   bool quiet = false;                 // no progress output (tests)
+  bool resume = false;                // continue from the run directory's latest checkpoint
+  std::string resume_from;            // continue from this checkpoint directory
+  int64_t steps = 0;                  // > 0: overrides train.steps
 };
 
 class Coordinator {
@@ -67,6 +74,7 @@ class Coordinator {
   void handle(const protocol::Incoming& in);
   void on_hello(const protocol::PeerId& peer, const protocol::WorkerHello& h);
   void on_step_report(const protocol::StepReport& r);
+  void on_checkpoint_ack(const protocol::CheckpointAck& a);
   void on_ctl(const protocol::PeerId& peer, const protocol::CtlRequest& req);
   Status send_plans();
   void check_liveness();
@@ -90,6 +98,12 @@ class Coordinator {
   // Step reports waiting for the other ranks: step -> per-rank report.
   std::map<int64_t, std::vector<std::optional<protocol::StepReport>>> pending_steps_;
   int64_t completed_step_ = 0;
+  int64_t start_step_ = 0;  // the resumed checkpoint's step (0 for a fresh job)
+  std::optional<ResumePoint> resume_;
+  // Checkpoint acks waiting for the other ranks: step -> per-rank ack (Note [checkpoint commit]).
+  std::map<int64_t, std::vector<std::optional<protocol::CheckpointAck>>> pending_checkpoints_;
+  int64_t last_checkpoint_step_ = 0;
+  std::string last_checkpoint_dir_;
   double last_loss_ = 0.0, last_tokens_per_s_ = 0.0;
   Clock::time_point started_, last_heartbeat_sent_;
   std::atomic<bool> stop_requested_{false};

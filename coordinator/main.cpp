@@ -19,20 +19,18 @@ void on_signal(int) {
 int main(int argc, char** argv) {
   CLI::App app{"zt-coordinator: owns a zerotrain job: plans it, watches it, writes its run directory"};
   zt::CoordinatorOptions o;
-  bool resume = false;
-  std::string resume_from;
   app.add_option("--config", o.config_path, "job config (YAML or DeepSpeed-style JSON)")->required();
   app.add_option("--run-dir", o.run_dir, "run directory (created if missing)")->required();
   app.add_option("--listen", o.listen, "endpoint to bind (default tcp://127.0.0.1:<free port>)");
   app.add_option("--world", o.world, "number of workers (default: what the first one reports)");
   app.add_option("--register-timeout", o.register_timeout_s,
                  "seconds to wait for every worker to register");
-  app.add_flag("--resume", resume, "resume from the run directory's latest checkpoint");
-  app.add_option("--resume-from", resume_from, "resume from this checkpoint directory");
+  app.add_option("--steps", o.steps, "override train.steps")->check(CLI::PositiveNumber);
+  app.add_flag("--resume", o.resume, "resume from the run directory's latest checkpoint");
+  app.add_option("--resume-from", o.resume_from, "resume from this checkpoint directory");
   CLI11_PARSE(app, argc, argv);
-  if (resume || !resume_from.empty()) {
-    std::fprintf(stderr, "zt-coordinator: error: resuming needs checkpoints, which are not "
-                         "available in this build yet\n");
+  if (o.resume && !o.resume_from.empty()) {
+    std::fprintf(stderr, "zt-coordinator: error: give --resume or --resume-from, not both\n");
     return 2;
   }
   try {

@@ -379,6 +379,11 @@ int run_launch(const LaunchOptions& o, std::ostream& err) {
                                                "--run-dir",         o.run_dir,  "--world",
                                                std::to_string(o.np)};
   if (!o.listen.empty()) coordinator_argv.insert(coordinator_argv.end(), {"--listen", o.listen});
+  if (o.resume) coordinator_argv.emplace_back("--resume");
+  if (!o.resume_from.empty())
+    coordinator_argv.insert(coordinator_argv.end(), {"--resume-from", o.resume_from});
+  if (o.steps > 0)
+    coordinator_argv.insert(coordinator_argv.end(), {"--steps", std::to_string(o.steps)});
   Result<std::unique_ptr<Child>> coordinator =
       Child::spawn("zt-coordinator", coordinator_argv, current_environment(), o.kill_grace);
   if (!coordinator.is_ok()) return error(coordinator.status().message());

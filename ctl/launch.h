@@ -34,6 +34,9 @@ struct LaunchOptions {
   std::string run_dir;  // --run-dir
   int np = 0;           // number of workers (mpirun -np, coordinator --world)
   std::string listen;   // --listen for the coordinator; empty: its default (loopback, free port)
+  bool resume = false;      // --resume: continue from the run directory's latest checkpoint
+  std::string resume_from;  // --resume-from DIR
+  int64_t steps = 0;        // --steps: override train.steps (0: the config's)
   std::string coordinator_bin;           // empty: zt-coordinator next to the ztctl executable
   std::string worker_bin;                // empty: zt-worker next to the ztctl executable
   std::string mpirun = "mpirun";         // a path, or a name looked up in PATH

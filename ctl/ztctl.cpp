@@ -105,6 +105,12 @@ int main(int argc, char** argv) {
       ->required();
   launch_cmd->add_option("--listen", launch.listen,
                          "endpoint the coordinator binds (default: loopback, a free port)");
+  launch_cmd->add_flag("--resume", launch.resume,
+                       "continue from the run directory's latest checkpoint");
+  launch_cmd->add_option("--resume-from", launch.resume_from,
+                         "continue from this checkpoint directory (any world size and stage)");
+  launch_cmd->add_option("--steps", launch.steps, "override train.steps")
+      ->check(CLI::PositiveNumber);
   launch_cmd->add_option("--coordinator-bin", launch.coordinator_bin,
                          "zt-coordinator to run (default: next to ztctl)");
   launch_cmd->add_option("--worker-bin", launch.worker_bin,

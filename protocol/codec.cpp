@@ -155,6 +155,7 @@ void to_wire(const StepReport& m, wire::StepReport::Builder b) {
   array_to_wire(b.initCommCalls(kNumCollectives), m.comm_calls);
   b.setCommBusyMs(m.comm_busy_ms);
   b.setCommBlockedMs(m.comm_blocked_ms);
+  b.setCheckpointMs(m.checkpoint_ms);
 }
 
 void to_wire(const Command& m, wire::Command::Builder b) {
@@ -182,6 +183,13 @@ void to_wire(const CheckpointAck& m, wire::CheckpointAck::Builder b) {
     f.setSizeBytes(m.files[i].size_bytes);
     f.setXxh3(m.files[i].xxh3);
   }
+  b.setAppliedSteps(m.applied_steps);
+  b.setLossScale(m.loss_scale);
+  b.setLossScaleGoodSteps(m.loss_scale_good_steps);
+  b.setLossScaleHysteresisLeft(m.loss_scale_hysteresis_left);
+  b.setNextSequence(m.next_sequence);
+  b.setWriteMs(m.write_ms);
+  b.setBlockedMs(m.blocked_ms);
 }
 
 void to_wire(const ErrorReport& m, wire::Error::Builder b) {
@@ -224,6 +232,8 @@ void to_wire(const CtlReply& m, wire::CtlReply::Builder b) {
     array_to_wire(w.initPeak(kNumMemCategories), r.peak);
     w.setLastSeenMs(r.last_seen_ms);
   }
+  b.setLastCheckpointStep(m.last_checkpoint_step);
+  b.setLastCheckpointDir(text(m.last_checkpoint_dir));
 }
 
 // ---- wire -> C++ --------------------------------------------------------------------------------
@@ -328,6 +338,7 @@ Result<Message> from_wire(wire::StepReport::Reader r) {
   ZT_RETURN_IF_ERROR(array_from_wire(r.getCommCalls(), m.comm_calls, "StepReport.commCalls"));
   m.comm_busy_ms = r.getCommBusyMs();
   m.comm_blocked_ms = r.getCommBlockedMs();
+  m.checkpoint_ms = r.getCheckpointMs();
   return Message(m);
 }
 
@@ -361,6 +372,13 @@ Result<Message> from_wire(wire::CheckpointAck::Reader r) {
   for (auto f : files) {
     m.files.push_back(CheckpointFile{str(f.getPath()), f.getSizeBytes(), f.getXxh3()});
   }
+  m.applied_steps = r.getAppliedSteps();
+  m.loss_scale = r.getLossScale();
+  m.loss_scale_good_steps = r.getLossScaleGoodSteps();
+  m.loss_scale_hysteresis_left = r.getLossScaleHysteresisLeft();
+  m.next_sequence = r.getNextSequence();
+  m.write_ms = r.getWriteMs();
+  m.blocked_ms = r.getBlockedMs();
   return Message(std::move(m));
 }
 
@@ -413,6 +431,8 @@ Result<Message> from_wire(wire::CtlReply::Reader r) {
     rm.last_seen_ms = w.getLastSeenMs();
     m.ranks.push_back(std::move(rm));
   }
+  m.last_checkpoint_step = r.getLastCheckpointStep();
+  m.last_checkpoint_dir = str(r.getLastCheckpointDir());
   return Message(std::move(m));
 }
 

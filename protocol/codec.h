@@ -27,7 +27,7 @@ namespace zt::protocol {
 
 // Must equal `protocolVersion` in zerotrain.capnp (checked where both are visible, in codec.cpp).
 // See Note [protocol versioning] in the schema: bump it with every change of the schema.
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 
 // Frames larger than this are refused before parsing. The largest messages are a Plan (the
 // resolved config plus ~64 bytes per bucket: tens of KiB for GPT-2 XL) and a CtlReply (~150 bytes
@@ -103,6 +103,7 @@ struct StepReport {
   CommCounts comm_calls{};
   double comm_busy_ms = 0.0;
   double comm_blocked_ms = 0.0;
+  double checkpoint_ms = 0.0;  // training blocked by a checkpoint taken after this step
   bool operator==(const StepReport&) const = default;
 };
 
@@ -118,6 +119,13 @@ struct CheckpointAck {
   int32_t rank = 0;
   int64_t step = 0;
   std::vector<CheckpointFile> files;
+  int64_t applied_steps = 0;
+  double loss_scale = 1.0;
+  int64_t loss_scale_good_steps = 0;
+  int32_t loss_scale_hysteresis_left = 0;
+  int64_t next_sequence = 0;
+  double write_ms = 0.0;    // writing the file
+  double blocked_ms = 0.0;  // training blocked (previous write + snapshot)
   bool operator==(const CheckpointAck&) const = default;
 };
 
@@ -211,6 +219,8 @@ struct CtlReply {
   double tokens_per_sec = 0.0;
   double eta_seconds = -1.0;  // negative: unknown
   std::vector<RankMemory> ranks;
+  int64_t last_checkpoint_step = 0;  // 0: none committed by this job
+  std::string last_checkpoint_dir;
   bool operator==(const CtlReply&) const = default;
 };
 

@@ -16,7 +16,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("zt::protocol::wire");
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
 
 # Mirrors zt::BackendKind.
 enum Backend {
@@ -95,6 +95,7 @@ struct StepReport {
   commCalls @14 :List(Int64);     # collectives issued, indexed by Collective
   commBusyMs @15 :Float64;        # communication stream inside collectives
   commBlockedMs @16 :Float64;     # compute blocked waiting for collectives
+  checkpointMs @17 :Float64;      # training blocked by a checkpoint taken after this step
 }
 
 struct CheckpointFile {
@@ -104,11 +105,19 @@ struct CheckpointFile {
 }
 
 # A rank has written (and fsynced) its part of checkpoint `step`; the coordinator commits the
-# checkpoint (manifest, `latest`) only when every rank has acked.
+# checkpoint (manifest, `latest`) only when every rank has acked. The trainer state is the same on
+# every rank (the coordinator checks that it is).
 struct CheckpointAck {
   rank @0 :Int32;
   step @1 :Int64;
   files @2 :List(CheckpointFile);
+  appliedSteps @3 :Int64;          # optimizer steps applied (AdamW's t, the scheduler's position)
+  lossScale @4 :Float64;           # fp16 loss scaler state
+  lossScaleGoodSteps @5 :Int64;
+  lossScaleHysteresisLeft @6 :Int32;
+  nextSequence @7 :Int64;          # global sequence the next step starts at
+  writeMs @8 :Float64;             # writing the file (in the background when asynchronous)
+  blockedMs @9 :Float64;           # training blocked: waiting for the previous write + snapshot
 }
 
 # A fatal failure on a worker (or the coordinator refusing a worker: rank -1).
@@ -213,6 +222,8 @@ struct CtlReply {
   tokensPerSec @7 :Float64;
   etaSeconds @8 :Float64;    # negative: unknown
   ranks @9 :List(RankMemory);
+  lastCheckpointStep @10 :Int64;  # 0: none committed by this job
+  lastCheckpointDir @11 :Text;
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ protocol::StepReport make_step_report(const StepResult& r, int rank) {
   }
   rep.comm_busy_ms = r.comm.busy_ms;
   rep.comm_blocked_ms = r.comm.blocked_ms;
+  rep.checkpoint_ms = r.checkpoint_ms;
   return rep;
 }
 
@@ -158,6 +159,7 @@ void ControlClient::run() {
       last_heard = Clock::now();
       if (const auto* cmd = in->as<protocol::Command>()) {
         if (cmd->type == protocol::Command::Type::kStop) stop_.store(true);
+        if (cmd->type == protocol::Command::Type::kCheckpointNow) checkpoint_.store(true);
         if (cmd->type == protocol::Command::Type::kAbort) {
           std::fprintf(stderr, "zt-worker[rank %d]: the coordinator aborted the job: %s\n",
                        hello_.rank, cmd->reason.c_str());

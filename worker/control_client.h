@@ -40,6 +40,10 @@ class ControlClient {
   void start(double heartbeat_interval_s, double heartbeat_timeout_s);
   void report_step(const protocol::StepReport& r);
   bool stop_requested() const { return stop_.load(); }
+  // Whether the coordinator asked for a checkpoint since the last call (clears the request).
+  bool take_checkpoint_request() { return checkpoint_.exchange(false); }
+  // Sends a checkpoint ack (thread-safe: the background checkpoint writer calls it).
+  void report_checkpoint(const protocol::CheckpointAck& ack) { enqueue(ack); }
   // Sends the last heartbeat (done) and the queued reports, then stops the thread.
   void finish(int64_t step);
   // Tells the coordinator why this rank is failing (best effort, bounded wait).
@@ -60,6 +64,7 @@ class ControlClient {
   bool closing_ = false;
   bool flushed_ = false;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> checkpoint_{false};
   std::atomic<int64_t> step_{0};
   double interval_s_ = 1.0, timeout_s_ = 30.0;
 };

@@ -32,6 +32,9 @@
 #include "runtime/core/check.h"
 #include "runtime/train/run_dir.h"
 #include "runtime/train/trainer.h"
+#include "runtime/checkpoint/commit.h"
+#include "runtime/checkpoint/resume.h"
+#include "worker/checkpointer.h"
 #include "worker/control_client.h"
 
 namespace {
@@ -83,6 +86,58 @@ std::vector<zt::MemorySnapshot> gather_memory(const zt::MemorySnapshot& mine, co
   return out;
 }
 
+// Without a coordinator: rank 0 chooses and verifies the checkpoint (prepare_resume), every rank
+// learns the outcome, and a refusal fails the job on every rank with rank 0's message.
+zt::Result<std::string> agree_on_resume(const std::string& run_dir, const std::string& resume_from,
+                                        const zt::JobConfig& cfg, const Context& ctx) {
+  std::string dir;
+  zt::Status st;
+  if (ctx.rank == 0) {
+    auto p = zt::prepare_resume(run_dir, resume_from, cfg, ctx.world);
+    if (p.is_ok()) {
+      dir = p->dir;
+      for (const std::string& note : p->notes)
+        if (ctx.run_dir) (void)ctx.run_dir->event("resume: " + note);
+    } else {
+      st = p.status();
+    }
+  }
+  // Rank 0's verdict: the directory, or an empty string after a refusal.
+  int len = static_cast<int>(dir.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  dir.resize(static_cast<size_t>(len));
+  MPI_Bcast(dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  if (ctx.rank == 0 && !st.is_ok()) return st;
+  if (dir.empty())
+    return zt::make_error(zt::StatusCode::kAborted, "rank 0 refused the checkpoint (see its error)");
+  return dir;
+}
+
+// Without a coordinator, rank 0 commits: every rank's ack (size, XXH3-64) is gathered to it.
+zt::Status commit_locally(const zt::Checkpointer& checkpointer, zt::Trainer& trainer,
+                          const zt::JobConfig& cfg, const std::string& root, zt::RunDir* run_dir,
+                          const Context& ctx) {
+  const auto& ack = checkpointer.last_ack();
+  ZT_CHECK(ack.has_value() && ack->files.size() == 1, "no checkpoint ack after a save");
+  uint64_t mine[2] = {ack->files[0].size_bytes, ack->files[0].xxh3};
+  std::vector<uint64_t> all(2 * static_cast<size_t>(ctx.world));
+  MPI_Gather(mine, 2, MPI_UINT64_T, all.data(), 2, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  if (ctx.rank != 0) return zt::Status::ok();
+  std::vector<zt::ShardAck> acks;
+  for (int r = 0; r < ctx.world; ++r)
+    acks.push_back({zt::shard_file_name(r), all[2 * static_cast<size_t>(r)],
+                    all[2 * static_cast<size_t>(r) + 1]});
+  const zt::Manifest m = zt::make_manifest(cfg, trainer.plan(), trainer.state(), acks);
+  ZT_ASSIGN_OR_RETURN(zt::CommitResult c,
+                      zt::commit_checkpoint(root, m, cfg.checkpoint.keep_last));
+  if (run_dir) {
+    (void)run_dir->event(fmt::format("checkpoint step {} committed: {}", m.step, c.dir));
+    for (const std::string& gone : c.removed)
+      (void)run_dir->event("checkpoint removed (checkpoint.keep_last): " + gone);
+  }
+  return zt::Status::ok();
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"zt-worker: trains a GPT-2 model; run N of them with mpirun -np N"};
   std::string config_path, run_dir_path, export_path, export_dtype = "fp32", coordinator;
@@ -102,6 +157,12 @@ int run(int argc, char** argv) {
   app.add_option("--export", export_path,
                  "after training, write the weights as a Hugging Face GPT-2 .safetensors file");
   app.add_option("--export-dtype", export_dtype, "dtype of the export: fp32, bf16 or fp16");
+  bool resume = false;
+  std::string resume_from;
+  app.add_flag("--resume", resume,
+               "without a coordinator: continue from the run directory's latest checkpoint");
+  app.add_option("--resume-from", resume_from,
+                 "without a coordinator: continue from this checkpoint directory");
   CLI11_PARSE(app, argc, argv);
 
   auto env_or = zt::MpiEnvironment::init(&argc, &argv);
@@ -128,6 +189,11 @@ int run(int argc, char** argv) {
                 ctx);
   if (!with_coordinator && run_dir_path.empty())
     return fail(zt::make_error(zt::StatusCode::kInvalidArgument, "--config needs --run-dir"), ctx);
+  if (with_coordinator && (resume || !resume_from.empty()))
+    return fail(zt::make_error(zt::StatusCode::kInvalidArgument,
+                               "--resume/--resume-from go to the coordinator (zt-coordinator or "
+                               "ztctl launch), which tells the workers"),
+                ctx);
 
   zt::JobConfig cfg;
   std::unique_ptr<zt::ControlClient> control;
@@ -210,14 +276,86 @@ int run(int argc, char** argv) {
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  auto stop_buf = backend->allocate(sizeof(float), zt::MemCategory::kCommunication);
-  if (!stop_buf.is_ok()) return fail(stop_buf.status(), ctx);
+
+  // Resume: the coordinator chose and verified the checkpoint; without one, rank 0 does.
+  std::string resume_dir;
+  if (control) {
+    resume_dir = control->plan().resume_from;
+  } else if (resume || !resume_from.empty()) {
+    auto dir = agree_on_resume(run_dir_path, resume_from, cfg, ctx);
+    if (!dir.is_ok()) return fail(dir.status(), ctx);
+    resume_dir = *dir;
+  }
+  if (!resume_dir.empty()) {
+    auto m = zt::read_manifest(resume_dir);
+    if (!m.is_ok()) return fail(m.status(), ctx);
+    if (control && m->step != control->plan().start_step)
+      return fail(zt::make_error(zt::StatusCode::kInternal,
+                                 "the coordinator resumes at step {} but '{}' is step {}",
+                                 control->plan().start_step, resume_dir, m->step),
+                  ctx);
+    if (zt::Status st = trainer->restore(resume_dir, *m); !st.is_ok()) return fail(st, ctx);
+    if (lead && run_dir) {
+      (void)run_dir->event(fmt::format("resumed from {} at step {}", resume_dir, m->step));
+      std::printf("zt-worker: resumed from %s at step %lld\n", resume_dir.c_str(),
+                  static_cast<long long>(m->step));
+    }
+  }
+
+  // Checkpoints: with a coordinator each rank acks its file to it and it commits; without one the
+  // writes are synchronous and rank 0 commits after gathering the acks (commit_locally).
+  const std::string ckpt_root = zt::checkpoints_root(run_dir_path);
+  if (lead && !control) {
+    for (const std::string& name : zt::remove_stale_staging(ckpt_root))
+      (void)run_dir->event("removed an incomplete checkpoint left by a crash: " + name);
+  }
+  zt::ControlClient* ctl_ptr = control.get();
+  zt::Checkpointer checkpointer(
+      *trainer, ctx.rank, ckpt_root, cfg.checkpoint.async && control != nullptr,
+      control ? zt::Checkpointer::AckFn([ctl_ptr](const zt::protocol::CheckpointAck& a) {
+        ctl_ptr->report_checkpoint(a);
+      })
+              : zt::Checkpointer::AckFn());
+
+  auto flags_buf = backend->allocate(2 * sizeof(float), zt::MemCategory::kCommunication);
+  if (!flags_buf.is_ok()) return fail(flags_buf.status(), ctx);
+  int64_t checkpoint_requests_done = 0, checkpoint_requests_seen = 0;
   double elapsed_ms = 0.0;
   while (trainer->completed_steps() < cfg.train.steps) {
     auto r = trainer->step();
     if (!r.is_ok()) return fail(r.status(), ctx);
+    if (zt::Status st = checkpointer.poll(); !st.is_ok()) return fail(st, ctx);
     elapsed_ms += r->step_ms;
     const int64_t done = r->step;
+    // Act only where every rank acts: agree on a stop (a signal, or 64 for the coordinator's stop
+    // command) and on checkpoint requests (each rank counts the coordinator's requests; the
+    // highest count not yet served triggers one) with one collective.
+    float* flag = static_cast<float*>(flags_buf->data());
+    flag[0] = static_cast<float>(g_stop_signal.load());
+    if (control && control->stop_requested() && flag[0] == 0.0f) flag[0] = 64.0f;
+    if (control && control->take_checkpoint_request()) ++checkpoint_requests_seen;
+    flag[1] = static_cast<float>(checkpoint_requests_seen);
+    if (zt::Status st = comm->all_reduce(flags_buf->as(zt::DType::kF32, {2}), zt::ReduceOp::kMax);
+        !st.is_ok())
+      return fail(st, ctx);
+    const int sig = static_cast<int>(flag[0]);
+    const auto requests = static_cast<int64_t>(flag[1]);
+    const zt::CheckpointConfig& cc = cfg.checkpoint;
+    const bool checkpoint_now = requests > checkpoint_requests_done ||
+                                (cc.every_steps > 0 && done % cc.every_steps == 0) ||
+                                (sig != 0 && cc.on_stop) || (done == cfg.train.steps && cc.at_end);
+    checkpoint_requests_done = std::max(checkpoint_requests_done, requests);
+    if (checkpoint_now) {
+      auto blocked = checkpointer.save();
+      if (!blocked.is_ok()) return fail(blocked.status(), ctx);
+      r->checkpoint_ms = *blocked;
+      if (!control) {
+        if (zt::Status st = commit_locally(checkpointer, *trainer, cfg, ckpt_root, run_dir.get(),
+                                           ctx);
+            !st.is_ok())
+          return fail(st, ctx);
+      }
+    }
     if (control) {
       control->report_step(zt::make_step_report(*r, ctx.rank));
     } else {
@@ -232,15 +370,8 @@ int run(int argc, char** argv) {
         }
       }
     }
-    // Stop only where every rank stops: agree on the signal (or the coordinator's stop) with a
-    // collective. 64 stands for the coordinator's stop command.
-    float* flag = static_cast<float*>(stop_buf->data());
-    flag[0] = static_cast<float>(g_stop_signal.load());
-    if (control && control->stop_requested() && flag[0] == 0.0f) flag[0] = 64.0f;
-    if (zt::Status st = comm->all_reduce(stop_buf->as(zt::DType::kF32, {1}), zt::ReduceOp::kMax);
-        !st.is_ok())
-      return fail(st, ctx);
-    if (const int sig = static_cast<int>(flag[0])) {
+    if (sig) {
+      if (zt::Status st = checkpointer.wait(); !st.is_ok()) return fail(st, ctx);
       if (lead && run_dir) {
         (void)run_dir->event(fmt::format("stopped by signal {} after step {}", sig, done));
         std::printf("zt-worker: stopped by signal %d after step %lld\n", sig,
@@ -250,6 +381,7 @@ int run(int argc, char** argv) {
       return 0;
     }
   }
+  if (zt::Status st = checkpointer.wait(); !st.is_ok()) return fail(st, ctx);
   if (!export_path.empty()) {
     if (zt::Status st = trainer->export_safetensors(export_path, export_type.value()); !st.is_ok())
       return fail(st, ctx);

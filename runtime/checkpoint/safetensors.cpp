@@ -397,7 +397,9 @@ SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&& other) noexcept
       specs_(std::move(other.specs_)),
       next_(other.next_),
       finished_(other.finished_),
-      failed_(other.failed_) {
+      failed_(other.failed_),
+      bytes_written_(other.bytes_written_),
+      hash_(std::move(other.hash_)) {
   other.finished_ = true;  // the moved-from shell owns no file and must not delete ours
 }
 
@@ -411,6 +413,8 @@ SafetensorsWriter& SafetensorsWriter::operator=(SafetensorsWriter&& other) noexc
     next_ = other.next_;
     finished_ = other.finished_;
     failed_ = other.failed_;
+    bytes_written_ = other.bytes_written_;
+    hash_ = std::move(other.hash_);
     other.finished_ = true;
   }
   return *this;
@@ -482,6 +486,11 @@ Result<SafetensorsWriter> SafetensorsWriter::create(const std::string& path,
   w.path_ = path;
   w.tmp_path_ = path + ".tmp";
   w.specs_ = std::move(specs);
+  w.hash_.reset(XXH3_createState());
+  if (!w.hash_ || XXH3_64bits_reset(w.hash_.get()) != XXH_OK) {
+    w.finished_ = true;
+    return make_error(StatusCode::kOutOfMemory, "'{}': cannot allocate the checksum state", path);
+  }
   w.fd_ = ::open(w.tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (w.fd_ < 0) {
     const int err = errno;
@@ -499,8 +508,12 @@ Result<SafetensorsWriter> SafetensorsWriter::create(const std::string& path,
   return w;
 }
 
+uint64_t SafetensorsWriter::xxh3() const { return hash_ ? XXH3_64bits_digest(hash_.get()) : 0; }
+
 Status SafetensorsWriter::write_all(const void* data, size_t size) {
   const auto* p = static_cast<const char*>(data);
+  (void)XXH3_64bits_update(hash_.get(), data, size);
+  bytes_written_ += size;
   while (size > 0) {
     const ssize_t n = ::write(fd_, p, size);
     if (n < 0 && errno == EINTR) continue;
@@ -602,6 +615,35 @@ Status SafetensorsWriter::finish() {
   }
   ::close(dfd);
   return Status::ok();
+}
+
+Result<uint64_t> xxh3_file(const std::string& path, uint64_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return make_error(err == ENOENT ? StatusCode::kNotFound : StatusCode::kIoError,
+                      "cannot open '{}': {}", path, errno_text(err));
+  }
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> st(XXH3_createState(),
+                                                                      XXH3_freeState);
+  (void)XXH3_64bits_reset(st.get());
+  std::vector<char> buf(size_t{4} << 20);
+  uint64_t total = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return make_error(StatusCode::kIoError, "reading '{}': {}", path, errno_text(err));
+    }
+    if (n == 0) break;
+    (void)XXH3_64bits_update(st.get(), buf.data(), static_cast<size_t>(n));
+    total += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  if (size) *size = total;
+  return static_cast<uint64_t>(XXH3_64bits_digest(st.get()));
 }
 
 }  // namespace zt

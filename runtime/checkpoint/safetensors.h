@@ -16,12 +16,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include <xxhash.h>
 
 #include "runtime/core/dtype.h"
 #include "runtime/core/status.h"
@@ -94,6 +97,8 @@ struct TensorSpec {
 // bytes) is fixed at create(); write_tensor() must then be called once per spec, in that order, and
 // finish() publishes the file. Memory use stays at one bounded conversion buffer, whatever the size
 // of the tensors. Destroying an unfinished writer removes the .tmp file. Movable, not copyable.
+// The writer hashes every byte it writes (XXH3-64), so a checkpoint gets its file's checksum
+// without reading the file back.
 class SafetensorsWriter {
  public:
   static Result<SafetensorsWriter> create(const std::string& path, std::vector<TensorSpec> specs,
@@ -116,6 +121,9 @@ class SafetensorsWriter {
 
   const std::string& path() const { return path_; }
   const std::string& tmp_path() const { return tmp_path_; }
+  // Bytes written so far and their XXH3-64; after finish(), those of the whole file.
+  uint64_t bytes_written() const { return bytes_written_; }
+  uint64_t xxh3() const;
 
  private:
   SafetensorsWriter() = default;
@@ -130,6 +138,11 @@ class SafetensorsWriter {
   size_t next_ = 0;
   bool finished_ = false;
   bool failed_ = false;
+  uint64_t bytes_written_ = 0;
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> hash_{nullptr, XXH3_freeState};
 };
+
+// XXH3-64 of a whole file, read in bounded chunks. Errors name the file.
+Result<uint64_t> xxh3_file(const std::string& path, uint64_t* size = nullptr);
 
 }  // namespace zt

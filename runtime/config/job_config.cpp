@@ -91,7 +91,8 @@ constexpr std::string_view kZeroKeys[] = {"stage",
                                           "stage3_param_persistence_threshold"};
 constexpr std::string_view kOffloadKeys[] = {"device", "nvme_path", "buffer_count", "pin_memory"};
 constexpr std::string_view kActivationCheckpointingKeys[] = {"policy", "every_n"};
-constexpr std::string_view kCheckpointKeys[] = {"every_steps", "keep_last"};
+constexpr std::string_view kCheckpointKeys[] = {"every_steps", "keep_last", "async", "on_stop",
+                                                "at_end"};
 constexpr std::string_view kCommKeys[] = {"timeout_s", "heartbeat_timeout_s",
                                           "heartbeat_interval_s"};
 
@@ -886,6 +887,9 @@ void Parser::parse_checkpoint(const YAML::Node& root) {
   if (!c) return;
   get_int(*c, "checkpoint", "every_steps", 0, kInt64Max, &cfg_.checkpoint.every_steps);
   get_int(*c, "checkpoint", "keep_last", 0, kIntMax, &cfg_.checkpoint.keep_last);
+  get_bool(*c, "checkpoint", "async", &cfg_.checkpoint.async);
+  get_bool(*c, "checkpoint", "on_stop", &cfg_.checkpoint.on_stop);
+  get_bool(*c, "checkpoint", "at_end", &cfg_.checkpoint.at_end);
 }
 
 void Parser::check_combinations() {
@@ -1299,7 +1303,12 @@ std::string to_yaml(const JobConfig& c) {
 
   fmt::format_to(out, "checkpoint:\n  every_steps: {}  # 0: only on request\n",
                  c.checkpoint.every_steps);
-  fmt::format_to(out, "  keep_last: {}  # 0: keep all\n\n", c.checkpoint.keep_last);
+  fmt::format_to(out, "  keep_last: {}  # 0: keep all\n", c.checkpoint.keep_last);
+  fmt::format_to(out, "  async: {}  # write in the background while training goes on\n",
+                 c.checkpoint.async);
+  fmt::format_to(out, "  on_stop: {}  # checkpoint when stopped (ztctl stop, SIGTERM)\n",
+                 c.checkpoint.on_stop);
+  fmt::format_to(out, "  at_end: {}  # checkpoint after the last step\n\n", c.checkpoint.at_end);
   fmt::format_to(out, "comm:\n  timeout_s: {}  # a collective slower than this fails the job\n",
                  real_text(c.comm.timeout_s));
   fmt::format_to(out, "  heartbeat_timeout_s: {}  # a process silent this long is dead\n",

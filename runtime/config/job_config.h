@@ -117,6 +117,9 @@ struct ActivationCheckpointingConfig {
 struct CheckpointConfig {
   int64_t every_steps = 0;  // 0: only on request
   int keep_last = 0;        // 0: keep all
+  bool async = true;        // snapshot to host memory, write in the background
+  bool on_stop = true;      // a stop (ztctl stop, SIGINT/SIGTERM) checkpoints first
+  bool at_end = true;       // checkpoint after the last step of train.steps
 
   bool operator==(const CheckpointConfig&) const = default;
 };

@@ -89,6 +89,8 @@ std::string metrics_json(const StepResult& r, const std::vector<MemorySnapshot>&
   j["tokens"] = r.tokens;
   j["step_ms"] = r.step_ms;
   j["tokens_per_s"] = r.tokens_per_s;
+  // Time training was blocked by a checkpoint taken after this step (0 when none was).
+  j["checkpoint_ms"] = r.checkpoint_ms;
   nlohmann::ordered_json mem = nlohmann::ordered_json::array();
   for (size_t rank = 0; rank < per_rank.size(); ++rank) {
     nlohmann::ordered_json m;

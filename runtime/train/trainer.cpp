@@ -38,10 +38,6 @@ Status Trainer::init() {
       cfg_.zero.offload_param.device != OffloadDevice::kNone)
     return make_error(StatusCode::kUnsupported,
                       "zero_optimization.offload_* is not available in this build yet; remove it");
-  if (cfg_.checkpoint.every_steps > 0)
-    return make_error(StatusCode::kUnsupported,
-                      "checkpoint.every_steps: checkpoints are not available in this build yet; "
-                      "remove the checkpoint section");
   if (cfg_.backend != BackendKind::kCpu)
     return make_error(StatusCode::kUnsupported,
                       "backend: cuda is not available in this build yet; use backend: cpu");
@@ -88,7 +84,8 @@ Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale,
   try {
     if (backward) engine_->zero_grads();
     for (int64_t a = 0; a < A; ++a) {
-      data_->fill(step_index * G + (a * W + r) * B, B, inputs_.data(), targets_.data());
+      data_->fill(first_sequence(step_index) + (a * W + r) * B, B, inputs_.data(),
+                  targets_.data());
       if (backward) {
         engine_->begin_micro_batch(a + 1 == A);
         loss_sum += model_->forward_backward(inputs_.data(), targets_.data(), dloss);
@@ -105,6 +102,10 @@ Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale,
   v[0] = static_cast<float>(loss_sum / static_cast<double>(G * T));
   ZT_RETURN_IF_ERROR(comm_.all_reduce(scalar_buf_.as(DType::kF32, {1})));
   return static_cast<double>(v[0]);
+}
+
+int64_t Trainer::first_sequence(int64_t step_index) const {
+  return data_base_sequence_ + (step_index - data_base_step_) * cfg_.train_batch_size;
 }
 
 Result<double> Trainer::compute_gradients(int64_t step_index, double loss_scale) {
@@ -182,6 +183,30 @@ Status Trainer::export_safetensors(const std::string& path, DType dtype) {
   ZT_ASSIGN_OR_RETURN(std::vector<float> master, engine_->gather_master());
   if (comm_.rank() != 0) return Status::ok();
   return export_gpt2_safetensors(path, layout(), master.data(), dtype);
+}
+
+TrainerState Trainer::state() const {
+  TrainerState s;
+  s.step = step_;
+  s.applied_steps = applied_steps_;
+  s.scaler = scaler_.state();
+  s.next_sequence = first_sequence(step_);
+  return s;
+}
+
+Result<ShardSnapshot> Trainer::snapshot_shard() {
+  return zt::snapshot_shard(*engine_, backend_, step_, optimizer_state_names(cfg_.optimizer));
+}
+
+Status Trainer::restore(const std::string& dir, const Manifest& m) {
+  ZT_RETURN_IF_ERROR(load_shards(dir, m, *engine_).with_context(
+      fmt::format("rank {}: loading checkpoint '{}'", comm_.rank(), dir)));
+  step_ = m.trainer.step;
+  applied_steps_ = m.trainer.applied_steps;
+  if (scaler_.enabled() && m.dtype == "fp16") scaler_.restore(m.trainer.scaler);
+  data_base_step_ = m.trainer.step;
+  data_base_sequence_ = m.trainer.next_sequence;
+  return Status::ok();
 }
 
 }  // namespace zt

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "runtime/backend/backend.h"
+#include "runtime/checkpoint/manifest.h"
+#include "runtime/checkpoint/shard_io.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/config/job_config.h"
 #include "runtime/data/data_loader.h"
@@ -32,6 +34,7 @@ struct StepResult {
   int64_t tokens = 0;       // target tokens in the global batch
   double step_ms = 0.0;
   double tokens_per_s = 0.0;
+  double checkpoint_ms = 0.0;  // training blocked by a checkpoint taken after this step
   MemorySnapshot memory;  // this rank's current/peak bytes per category during the step
   CommStats comm;         // this rank's collectives during the step
 };
@@ -72,6 +75,17 @@ class Trainer {
   // Writes the weights as a Hugging Face GPT-2 safetensors file (rank 0 writes). Collective.
   Status export_safetensors(const std::string& path, DType dtype);
 
+  // ---- checkpoints (runtime/checkpoint/) ----
+  // Where training stands after completed_steps(): step counters, loss scaler, data position.
+  TrainerState state() const;
+  // A copy of this rank's checkpoint pieces of the optimizer state, taken now (not collective):
+  // write it with write_shard() while training goes on.
+  Result<ShardSnapshot> snapshot_shard();
+  // Continues from the checkpoint in `dir` (its manifest `m`, already checked against this job's
+  // config): loads the optimizer state this rank holds under its own plan, whatever the world size
+  // and stage that wrote it, and the step counters, loss scaler and data position. Collective.
+  Status restore(const std::string& dir, const Manifest& m);
+
  private:
   Trainer(const JobConfig& cfg, Backend& backend, Communicator& comm);
   Status init();
@@ -89,6 +103,11 @@ class Trainer {
   LossScaler scaler_;
   Buffer scalar_buf_;  // one fp32 for reducing the loss
   std::vector<int32_t> inputs_, targets_;
+  // The global sequence step s starts at is data_base_sequence_ + (s - data_base_step_) * G: s * G
+  // for a fresh job; after a resume with another train_batch_size, the data continues where the
+  // checkpoint left it.
+  int64_t first_sequence(int64_t step_index) const;
+  int64_t data_base_step_ = 0, data_base_sequence_ = 0;
   int64_t step_ = 0;           // optimizer steps run (skipped ones included)
   int64_t applied_steps_ = 0;  // optimizer steps applied (AdamW's t, the scheduler's position)
 };

@@ -374,4 +374,28 @@ Result<std::vector<float>> ZeroEngine::gather_master() {
   return out;
 }
 
+std::vector<PartitionPlan::ShardPiece> ZeroEngine::held_pieces() const {
+  if (stage_ != 0) return checkpoint_pieces();
+  std::vector<PartitionPlan::ShardPiece> out;
+  for (size_t p = 0; p < plan_.layout.entries.size(); ++p) {
+    const ParamEntry& e = plan_.layout.entries[p];
+    out.push_back({static_cast<int>(p), 0, e.offset, e.spec.numel()});
+  }
+  return out;
+}
+
+float* ZeroEngine::state_data(int k, int param, int64_t begin) {
+  ZT_CHECK(k >= 0 && k < kNumStates, "optimizer state {} out of range", k);
+  const Tensor& t = k == 0 ? master_ : k == 1 ? m_ : v_;
+  const ParamEntry& e = plan_.layout.entries.at(static_cast<size_t>(param));
+  if (stage_ == 0) return t.ptr<float>() + e.offset + begin;
+  // A rank owns at most one contiguous piece of each parameter (a parameter lies in one bucket).
+  for (const PartitionPlan::ShardPiece& p : plan_.shard_pieces(comm_.rank()))
+    if (p.param == param && begin >= p.param_begin && begin < p.param_begin + p.count)
+      return t.ptr<float>() + p.local_offset + (begin - p.param_begin);
+  ZT_CHECK(false, "rank {} holds no state for element {} of '{}'", comm_.rank(), begin,
+           e.spec.name);
+  return nullptr;
+}
+
 }  // namespace zt

@@ -76,6 +76,23 @@ class ZeroEngine final : public ModelStateHooks {
   // rank must call it; every rank gets the whole vector.
   Result<std::vector<float>> gather_master();
 
+  // ---- checkpoint access (Note [checkpoint format] in runtime/checkpoint/manifest.h) ----
+  // The optimizer states, in checkpoint order: 0 master weights, 1 exp_avg, 2 exp_avg_sq.
+  static constexpr int kNumStates = 3;
+  // The parameter ranges this rank writes into a checkpoint: its shard pieces under the plan. At
+  // stage 0 every rank holds everything; the ranks then split the writing the same way.
+  std::vector<PartitionPlan::ShardPiece> checkpoint_pieces() const {
+    return plan_.shard_pieces(comm_.rank());
+  }
+  // The parameter ranges whose state this rank holds (stage 0: every parameter whole), i.e. what a
+  // checkpoint load must fill. `local_offset` is not meaningful: use state_data().
+  std::vector<PartitionPlan::ShardPiece> held_pieces() const;
+  // fp32 element `begin` of parameter `param` in optimizer state `k`; the element must be held.
+  float* state_data(int k, int param, int64_t begin);
+  // After a checkpoint load overwrote the held state: refreshes the working weights everywhere
+  // they live. Collective.
+  Status state_loaded() { return refresh_working_weights(); }
+
   // The full gradient buffer at stages 0 and 1 (after finish_backward: all-reduced at stage 0; at
   // stage 1 it holds this rank's local sum, the reduced values being in the shard); undefined at
   // stages 2 and 3.

@@ -1,0 +1,163 @@
+#include "runtime/checkpoint/shard_io.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "runtime/checkpoint/safetensors.h"
+
+namespace zt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string tensor_name(const std::string& state, const std::string& param) {
+  return state + "/" + param;
+}
+
+}  // namespace
+
+Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
+                                     const std::vector<std::string>& state_names) {
+  ShardSnapshot s;
+  s.rank = engine.rank();
+  s.world_size = engine.world_size();
+  s.step = step;
+  s.state_names = state_names;
+  ZT_CHECK(static_cast<int>(state_names.size()) == ZeroEngine::kNumStates,
+           "{} state names for {} optimizer states", state_names.size(), ZeroEngine::kNumStates);
+  const std::vector<PartitionPlan::ShardPiece> pieces = engine.checkpoint_pieces();
+  s.pieces = checkpoint_ranges(engine.plan(), engine.rank());
+  for (const PartitionPlan::ShardPiece& p : pieces) {
+    s.offsets.push_back(s.elements);
+    s.elements += p.count;
+  }
+  const size_t bytes =
+      static_cast<size_t>(s.elements) * ZeroEngine::kNumStates * sizeof(float);
+  ZT_ASSIGN_OR_RETURN(s.data, backend.allocate(std::max<size_t>(bytes, 1),
+                                               MemCategory::kWorkspace));
+  float* out = static_cast<float*>(s.data.data());
+  for (int k = 0; k < ZeroEngine::kNumStates; ++k)
+    for (size_t i = 0; i < pieces.size(); ++i)
+      backend.copy(out + k * s.elements + s.offsets[i],
+                   engine.state_data(k, pieces[i].param, pieces[i].param_begin),
+                   static_cast<size_t>(pieces[i].count) * sizeof(float));
+  backend.synchronize();
+  return s;
+}
+
+Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir) {
+  const auto t0 = std::chrono::steady_clock::now();
+  WrittenShard w;
+  w.file = shard_file_name(s.rank);
+  std::vector<TensorSpec> specs;
+  for (const std::string& state : s.state_names)
+    for (const ParamRange& p : s.pieces)
+      specs.push_back({tensor_name(state, p.param), DType::kF32, {p.count}});
+  std::map<std::string, std::string> meta = {
+      {"format", "zerotrain-shard"},
+      {"format_version", std::to_string(kCheckpointFormatVersion)},
+      {"rank", std::to_string(s.rank)},
+      {"world_size", std::to_string(s.world_size)},
+      {"step", std::to_string(s.step)}};
+  const std::string path = (fs::path(dir) / w.file).string();
+  ZT_ASSIGN_OR_RETURN(SafetensorsWriter writer,
+                      SafetensorsWriter::create(path, std::move(specs), std::move(meta)));
+  const float* data = static_cast<const float*>(s.data.data());
+  for (size_t k = 0; k < s.state_names.size(); ++k)
+    for (size_t i = 0; i < s.pieces.size(); ++i)
+      ZT_RETURN_IF_ERROR(writer.write_tensor(
+          tensor_name(s.state_names[k], s.pieces[i].param),
+          data + static_cast<int64_t>(k) * s.elements + s.offsets[i], DType::kF32));
+  ZT_RETURN_IF_ERROR(writer.finish());
+  w.size = writer.bytes_written();
+  w.xxh3 = writer.xxh3();
+  w.write_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return w;
+}
+
+Status load_shards(const std::string& dir, const Manifest& m, ZeroEngine& engine) {
+  const ParamLayout& layout = engine.plan().layout;
+  if (m.optimizer_states.size() != static_cast<size_t>(ZeroEngine::kNumStates))
+    return make_error(StatusCode::kDataError,
+                      "{}: the checkpoint stores {} optimizer states, this optimizer keeps {}", dir,
+                      m.optimizer_states.size(), ZeroEngine::kNumStates);
+  // Which old shard holds which range of each parameter.
+  struct Source {
+    size_t shard;
+    int64_t begin, count;
+  };
+  std::map<std::string, std::vector<Source>> sources;
+  for (size_t s = 0; s < m.shards.size(); ++s)
+    for (const ParamRange& p : m.shards[s].pieces) {
+      if (!layout.find(p.param))
+        return make_error(StatusCode::kDataError,
+                          "{}: the manifest lists parameter '{}', which this model does not have",
+                          dir, p.param);
+      sources[p.param].push_back({s, p.begin, p.count});
+    }
+
+  std::vector<std::optional<SafetensorsReader>> readers(m.shards.size());
+  auto reader = [&](size_t s) -> Result<const SafetensorsReader*> {
+    if (!readers[s]) {
+      const ShardFileEntry& e = m.shards[s];
+      const std::string path = (fs::path(dir) / e.file).string();
+      std::error_code ec;
+      const auto size = fs::file_size(path, ec);
+      if (ec)
+        return make_error(StatusCode::kNotFound, "checkpoint file '{}' (rank {}) is missing: {}",
+                          path, e.rank, ec.message());
+      if (size != e.size)
+        return make_error(StatusCode::kDataError,
+                          "checkpoint file '{}' (rank {}) has {} bytes but the manifest says {}: "
+                          "it was truncated or replaced",
+                          path, e.rank, size, e.size);
+      ZT_ASSIGN_OR_RETURN(SafetensorsReader r, SafetensorsReader::open(path));
+      readers[s].emplace(std::move(r));
+    }
+    return &*readers[s];
+  };
+
+  for (const PartitionPlan::ShardPiece& want : engine.held_pieces()) {
+    const std::string& name = layout.entries[static_cast<size_t>(want.param)].spec.name;
+    const int64_t lo = want.param_begin, hi = want.param_begin + want.count;
+    for (int k = 0; k < ZeroEngine::kNumStates; ++k) {
+      int64_t covered = 0;
+      for (const Source& src : sources[name]) {
+        const int64_t b = std::max(lo, src.begin), e = std::min(hi, src.begin + src.count);
+        if (b >= e) continue;
+        ZT_ASSIGN_OR_RETURN(const SafetensorsReader* r, reader(src.shard));
+        const std::string tname = tensor_name(m.optimizer_states[static_cast<size_t>(k)], name);
+        const TensorInfo* t = r->find(tname);
+        if (!t)
+          return make_error(StatusCode::kDataError, "checkpoint file '{}' has no tensor '{}'",
+                            r->path(), tname);
+        if (t->dtype != DType::kF32 || t->shape != std::vector<int64_t>{src.count})
+          return make_error(StatusCode::kDataError,
+                            "checkpoint file '{}': tensor '{}' is {} [{}], the manifest says F32 "
+                            "[{}]",
+                            r->path(), tname, t->dtype_name,
+                            t->shape.empty() ? 0 : t->shape[0], src.count);
+        std::memcpy(engine.state_data(k, want.param, b),
+                    t->bytes.data() + (b - src.begin) * static_cast<int64_t>(sizeof(float)),
+                    static_cast<size_t>(e - b) * sizeof(float));
+        covered += e - b;
+      }
+      if (covered != want.count)
+        return make_error(StatusCode::kDataError,
+                          "{}: the shards cover {} of elements [{}, {}) of '{}' in '{}' (pieces "
+                          "overlap or are missing): the manifest is inconsistent",
+                          dir, covered, lo, hi, name, m.optimizer_states[static_cast<size_t>(k)]);
+    }
+  }
+  return engine.state_loaded();
+}
+
+}  // namespace zt

@@ -1,0 +1,53 @@
+// A rank's shard of a checkpoint: taking it out of the ZeRO engine (a snapshot in host memory, so
+// training can go on while it is written), writing it as a safetensors file, and loading a
+// checkpoint's shards back into an engine of any world size and stage (Note [checkpoint format] in
+// manifest.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+#include "runtime/checkpoint/manifest.h"
+#include "runtime/core/status.h"
+#include "runtime/zero/zero_engine.h"
+
+namespace zt {
+
+// A copy of the optimizer state a rank writes. `data` holds state k's piece i at float offset
+// k * elements + offsets[i]. Owns its buffer (charged to the workspace category) until destroyed.
+struct ShardSnapshot {
+  int rank = 0;
+  int world_size = 0;
+  int64_t step = 0;
+  std::vector<std::string> state_names;
+  std::vector<ParamRange> pieces;
+  std::vector<int64_t> offsets;
+  int64_t elements = 0;  // per state
+  Buffer data;
+};
+
+// Copies this rank's checkpoint pieces of every optimizer state out of `engine`.
+Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
+                                     const std::vector<std::string>& state_names);
+
+struct WrittenShard {
+  std::string file;  // name inside the checkpoint directory
+  uint64_t size = 0;
+  uint64_t xxh3 = 0;
+  double write_ms = 0.0;
+};
+
+// Writes the snapshot as DIR/rank_RRRRR.safetensors (through a .tmp name, fsynced, renamed) and
+// returns its size and XXH3-64, computed while writing.
+Result<WrittenShard> write_shard(const ShardSnapshot& snapshot, const std::string& dir);
+
+// Fills every optimizer state `engine` holds from the checkpoint in `dir` described by `m`,
+// reading from each shard file only the ranges this rank now holds (the files are memory-mapped),
+// then refreshes the working weights. Works across world sizes and stages. Errors name the file
+// and tensor: a missing file, a size that differs from the manifest, a missing or misshapen
+// tensor, a range no shard covers. Collective (the refresh).
+Status load_shards(const std::string& dir, const Manifest& m, ZeroEngine& engine);
+
+}  // namespace zt
