@@ -181,7 +181,8 @@ void Coordinator::handle(const protocol::Incoming& in) {
     }
   } else if (const auto* a = std::get_if<protocol::CheckpointAck>(&m)) {
     if (a->rank != r->hello.rank)
-      event(fmt::format("ignored a CheckpointAck for rank {} from rank {}", a->rank, r->hello.rank));
+      event(
+          fmt::format("ignored a CheckpointAck for rank {} from rank {}", a->rank, r->hello.rank));
     else
       on_checkpoint_ack(*a);
   } else if (const auto* e = std::get_if<protocol::ErrorReport>(&m)) {
@@ -484,10 +485,11 @@ void Coordinator::on_checkpoint_ack(const protocol::CheckpointAck& a) {
   for (const protocol::CheckpointAck& x : acks) {
     if (x.files.size() != 1 || x.applied_steps != first.applied_steps ||
         x.loss_scale != first.loss_scale || x.next_sequence != first.next_sequence)
-      return fail(fmt::format("checkpoint step {}: rank {}'s ack disagrees with rank 0's (files {}, "
-                              "applied steps {} vs {}, data position {} vs {})",
-                              a.step, x.rank, x.files.size(), x.applied_steps, first.applied_steps,
-                              x.next_sequence, first.next_sequence));
+      return fail(
+          fmt::format("checkpoint step {}: rank {}'s ack disagrees with rank 0's (files {}, "
+                      "applied steps {} vs {}, data position {} vs {})",
+                      a.step, x.rank, x.files.size(), x.applied_steps, first.applied_steps,
+                      x.next_sequence, first.next_sequence));
     files.push_back({x.files[0].path, x.files[0].size_bytes, x.files[0].xxh3});
     write_ms = std::max(write_ms, x.write_ms);
     blocked_ms = std::max(blocked_ms, x.blocked_ms);
@@ -500,14 +502,14 @@ void Coordinator::on_checkpoint_ack(const protocol::CheckpointAck& a) {
   st.next_sequence = first.next_sequence;
   const Manifest m = make_manifest(cfg_, *plan_, st, files);
   auto c = commit_checkpoint(checkpoints_root(opts_.run_dir), m, cfg_.checkpoint.keep_last);
-  if (!c.is_ok()) return fail(fmt::format("committing checkpoint step {}: {}", a.step,
-                                          c.status().to_string()));
+  if (!c.is_ok())
+    return fail(fmt::format("committing checkpoint step {}: {}", a.step, c.status().to_string()));
   if (!c->replaced.empty())
     event(fmt::format("an older checkpoint of step {} was moved to {}", a.step, c->replaced));
-  event(fmt::format("checkpoint step {} committed: {} ({:.1f} MiB in {} files; slowest write "
-                    "{:.0f} ms, training blocked up to {:.0f} ms)",
-                    a.step, c->dir, static_cast<double>(bytes) / 1048576.0, files.size(), write_ms,
-                    blocked_ms));
+  event(fmt::format(
+      "checkpoint step {} committed: {} ({:.1f} MiB in {} files; slowest write "
+      "{:.0f} ms, training blocked up to {:.0f} ms)",
+      a.step, c->dir, static_cast<double>(bytes) / 1048576.0, files.size(), write_ms, blocked_ms));
   for (const std::string& gone : c->removed)
     event("checkpoint removed (checkpoint.keep_last): " + gone);
   last_checkpoint_step_ = a.step;

@@ -1,6 +1,7 @@
 // zt-coordinator: owns a job (see coordinator.h). Start it, then the workers:
 //   zt-coordinator --config job.yaml --run-dir runs/x --world 4 &
-//   mpirun -np 4 zt-worker --coordinator $(cat runs/x/coordinator.endpoint)   # key from the run dir
+//   mpirun -np 4 zt-worker --coordinator $(cat runs/x/coordinator.endpoint)   # key from the run
+//   dir
 // or let `ztctl launch` do both. SIGINT/SIGTERM stop the job after the step in flight.
 #include <csignal>
 #include <cstdio>
@@ -17,9 +18,11 @@ void on_signal(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"zt-coordinator: owns a zerotrain job: plans it, watches it, writes its run directory"};
+  CLI::App app{
+      "zt-coordinator: owns a zerotrain job: plans it, watches it, writes its run directory"};
   zt::CoordinatorOptions o;
-  app.add_option("--config", o.config_path, "job config (YAML or DeepSpeed-style JSON)")->required();
+  app.add_option("--config", o.config_path, "job config (YAML or DeepSpeed-style JSON)")
+      ->required();
   app.add_option("--run-dir", o.run_dir, "run directory (created if missing)")->required();
   app.add_option("--listen", o.listen, "endpoint to bind (default tcp://127.0.0.1:<free port>)");
   app.add_option("--world", o.world, "number of workers (default: what the first one reports)");

@@ -8,6 +8,9 @@
 #include <fmt/format.h>
 
 #include "ctl/format.h"
+#include "runtime/checkpoint/commit.h"
+#include "runtime/checkpoint/export.h"
+#include "runtime/checkpoint/manifest.h"
 
 namespace zt::ctl {
 
@@ -256,7 +259,8 @@ int run_stop(const CtlOptions& o, milliseconds wait_timeout, std::ostream& out, 
   return 1;
 }
 
-int run_checkpoint(const CtlOptions& o, std::ostream& out, std::ostream& err) {
+int run_checkpoint(const CtlOptions& o, milliseconds wait_timeout, std::ostream& out,
+                   std::ostream& err) {
   const Interrupts interrupts(o.interrupts);
   Result<std::unique_ptr<CtlClient>> client = CtlClient::open(o.run_dir, o.endpoint_flag);
   if (!client.is_ok()) return fail(err, "checkpoint", client.status(), o.run_dir);
@@ -272,6 +276,75 @@ int run_checkpoint(const CtlOptions& o, std::ostream& out, std::ostream& err) {
   }
   out << "ztctl checkpoint: " << (reply->message.empty() ? "checkpoint requested" : reply->message)
       << job_where((*client)->endpoint(), o.run_dir) << "\n";
+  if (wait_timeout.count() <= 0) return 0;
+  const int64_t before = reply->last_checkpoint_step;
+  const Clock::time_point deadline = Clock::now() + wait_timeout;
+  while (Clock::now() < deadline) {
+    if (!sleep_for(milliseconds(200), interrupts))
+      return fail(err, "checkpoint", make_error(StatusCode::kAborted, "interrupted"), o.run_dir);
+    Result<protocol::CtlReply> st =
+        (*client)->request(CtlRequest::Type::kStatus, o.reply_timeout, interrupts.predicate());
+    if (!st.is_ok()) return fail(err, "checkpoint", st.status(), o.run_dir);
+    if (st->last_checkpoint_step != before && st->last_checkpoint_step > 0) {
+      out << "ztctl checkpoint: committed step " << st->last_checkpoint_step << ": "
+          << st->last_checkpoint_dir << "\n";
+      return 0;
+    }
+    if (st->state == JobState::kFailed) {
+      err << "ztctl checkpoint: error: the job failed before the checkpoint was committed: "
+          << st->message << in_run_dir(o.run_dir) << "\n";
+      return 1;
+    }
+  }
+  err << "ztctl checkpoint: error: no checkpoint was committed within "
+      << std::chrono::duration_cast<std::chrono::seconds>(wait_timeout).count() << " s"
+      << in_run_dir(o.run_dir) << "\n";
+  return 1;
+}
+
+int run_export(const std::string& checkpoint_dir, const std::string& out_path,
+               const std::string& dtype_name, std::ostream& out, std::ostream& err) {
+  Result<DType> dtype = parse_dtype(dtype_name);
+  if (!dtype.is_ok()) {
+    err << "ztctl export: error: --dtype '" << dtype_name << "': use fp32, bf16 or fp16\n";
+    return 2;
+  }
+  Result<ExportStats> st = export_checkpoint(checkpoint_dir, out_path, *dtype);
+  if (!st.is_ok()) {
+    err << "ztctl export: error: " << st.status().to_string() << "\n";
+    return 1;
+  }
+  out << fmt::format(
+      "ztctl export: wrote {} ({} tensors, {} parameters, {}, {}; largest tensor {} in fp32)\n",
+      out_path, st->tensors, st->parameters, dtype_name,
+      format_mib(static_cast<int64_t>(st->file_bytes)) + " MiB",
+      format_mib(st->largest_tensor_bytes) + " MiB");
+  return 0;
+}
+
+int run_verify(const std::string& checkpoint_dir, const std::string& run_dir, std::ostream& out,
+               std::ostream& err) {
+  Result<std::string> dir = resolve_resume_dir(run_dir, checkpoint_dir);
+  if (!dir.is_ok()) {
+    err << "ztctl verify: error: " << dir.status().to_string() << "\n";
+    return 1;
+  }
+  Result<Manifest> m = read_manifest(*dir);
+  if (!m.is_ok()) {
+    err << "ztctl verify: error: " << m.status().to_string() << "\n";
+    return 1;
+  }
+  if (Status st = verify_checkpoint_files(*dir, *m); !st.is_ok()) {
+    err << "ztctl verify: error: " << st.to_string() << "\n";
+    return 1;
+  }
+  uint64_t bytes = 0;
+  for (const ShardFileEntry& s : m->shards) bytes += s.size;
+  out << fmt::format(
+      "ztctl verify: {} is complete: step {}, {} parameters (GPT-2 {}x{}), written by {} ranks at "
+      "ZeRO stage {} in {}; {} shard files, {} MiB, every size and xxh3 checksum matches\n",
+      *dir, m->step, m->num_parameters, m->model.n_layer, m->model.n_embd, m->world_size,
+      m->zero_stage, m->dtype, m->shards.size(), format_mib(static_cast<int64_t>(bytes)));
   return 0;
 }
 

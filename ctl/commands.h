@@ -44,7 +44,20 @@ int run_top(const CtlOptions& options, const TopOptions& top, std::ostream& out,
 int run_stop(const CtlOptions& options, std::chrono::milliseconds wait_timeout, std::ostream& out,
              std::ostream& err);
 
-// Asks for a checkpoint now; prints the coordinator's answer. 0 only when it accepted.
-int run_checkpoint(const CtlOptions& options, std::ostream& out, std::ostream& err);
+// Asks for a checkpoint now; prints the coordinator's answer. With `wait_timeout` > 0, then waits
+// until the coordinator reports a newer committed checkpoint and prints its step and directory.
+// 0 only when it was accepted (and, when waiting, committed in time).
+int run_checkpoint(const CtlOptions& options, std::chrono::milliseconds wait_timeout,
+                   std::ostream& out, std::ostream& err);
+
+// `ztctl export`: the checkpoint in `checkpoint_dir` as one Hugging Face GPT-2 safetensors file
+// (runtime/checkpoint/export.h). No coordinator involved.
+int run_export(const std::string& checkpoint_dir, const std::string& out_path,
+               const std::string& dtype, std::ostream& out, std::ostream& err);
+
+// `ztctl verify`: checks a checkpoint (the given directory, or the run directory's latest) against
+// its manifest — every file present, its size and XXH3-64 — and prints what it holds.
+int run_verify(const std::string& checkpoint_dir, const std::string& run_dir, std::ostream& out,
+               std::ostream& err);
 
 }  // namespace zt::ctl

@@ -103,6 +103,9 @@ std::string format_status(const protocol::CtlReply& r, const StatusSource& sourc
     out += fmt::format("run dir   {}{}\n", source.run_dir.empty() ? "-" : source.run_dir,
                        source.endpoint.empty() ? "" : " (coordinator " + source.endpoint + ")");
   }
+  out += r.last_checkpoint_step > 0 ? fmt::format("checkpoint step {} ({})\n",
+                                                  r.last_checkpoint_step, r.last_checkpoint_dir)
+                                    : std::string("checkpoint none yet\n");
   if (!r.message.empty()) out += "message   " + indent_continuation(r.message) + "\n";
   if (!r.ok) out += "reply     not ok\n";
   if (r.ranks.empty()) {
@@ -155,6 +158,11 @@ nlohmann::ordered_json status_json(const protocol::CtlReply& r, const StatusSour
   }
   j["run_dir"] = source.run_dir;
   j["endpoint"] = source.endpoint;
+  if (r.last_checkpoint_step > 0) {
+    j["last_checkpoint"] = {{"step", r.last_checkpoint_step}, {"dir", r.last_checkpoint_dir}};
+  } else {
+    j["last_checkpoint"] = nullptr;
+  }
   nlohmann::ordered_json ranks = nlohmann::ordered_json::array();
   for (const protocol::RankMemory& m : r.ranks) {
     nlohmann::ordered_json rank;

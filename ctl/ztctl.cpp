@@ -2,7 +2,9 @@
 //   ztctl status --run-dir DIR [--json]     one look at the job
 //   ztctl top --run-dir DIR [--interval S]  the same, refreshed until Ctrl-C or the job's end
 //   ztctl stop --run-dir DIR                stop after the step in flight; waits for the end
-//   ztctl checkpoint --run-dir DIR          ask for a checkpoint now
+//   ztctl checkpoint --run-dir DIR          checkpoint after the step in flight; waits for the
+//   commit ztctl export --checkpoint D --out F     a checkpoint as one Hugging Face safetensors
+//   file ztctl verify --checkpoint D | --run-dir DIR   check a checkpoint's files and checksums
 //   ztctl launch --config F --np N --run-dir DIR [-- mpirun args]
 // The coordinator is found through the run dir (coordinator.endpoint and coordinator.key, which it
 // writes), or --coordinator / ZT_COORDINATOR with ZT_COORDINATOR_KEY.
@@ -86,8 +88,30 @@ int main(int argc, char** argv) {
       ->default_val(300.0)
       ->check(CLI::PositiveNumber);
 
-  CLI::App* checkpoint = app.add_subcommand("checkpoint", "ask for a checkpoint now");
+  CLI::App* checkpoint = app.add_subcommand(
+      "checkpoint", "ask for a checkpoint after the step in flight and wait until it is committed");
   add_target(checkpoint);
+  double checkpoint_timeout_s = 600.0;
+  bool checkpoint_no_wait = false;
+  checkpoint->add_option("--timeout", checkpoint_timeout_s, "seconds to wait for the commit")
+      ->default_val(600.0)
+      ->check(CLI::PositiveNumber);
+  checkpoint->add_flag("--no-wait", checkpoint_no_wait, "return once the request is accepted");
+
+  std::string export_checkpoint, export_out, export_dtype = "fp32";
+  CLI::App* export_cmd = app.add_subcommand(
+      "export",
+      "write a checkpoint's weights as one Hugging Face GPT-2 .safetensors file (streamed one "
+      "tensor at a time; loadable with model.init_from and PyTorch)");
+  export_cmd->add_option("--checkpoint", export_checkpoint, "checkpoint directory")->required();
+  export_cmd->add_option("--out", export_out, "output .safetensors file")->required();
+  export_cmd->add_option("--dtype", export_dtype, "fp32, bf16 or fp16")->default_val("fp32");
+
+  std::string verify_checkpoint, verify_run_dir;
+  CLI::App* verify_cmd = app.add_subcommand(
+      "verify", "check a checkpoint's files against its manifest (sizes and xxh3 checksums)");
+  verify_cmd->add_option("--checkpoint", verify_checkpoint, "checkpoint directory");
+  verify_cmd->add_option("--run-dir", verify_run_dir, "use the run directory's latest checkpoint");
 
   zt::ctl::LaunchOptions launch;
   double start_timeout_s = 60.0, grace_s = 60.0;
@@ -128,11 +152,6 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   launch_cmd->add_option("mpirun-args", launch.mpirun_args, "extra mpirun arguments (after --)");
 
-  // Set last: subcommands copy the footer of their parent when they are created.
-  app.footer(
-      "`ztctl export` (model weights as safetensors) arrives with checkpoints; it is not in this "
-      "build.");
-
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -152,7 +171,19 @@ int main(int argc, char** argv) {
       return zt::ctl::run_top(ctl, t, std::cout, std::cerr);
     }
     if (stop->parsed()) return zt::ctl::run_stop(ctl, to_ms(stop_timeout_s), std::cout, std::cerr);
-    if (checkpoint->parsed()) return zt::ctl::run_checkpoint(ctl, std::cout, std::cerr);
+    if (checkpoint->parsed())
+      return zt::ctl::run_checkpoint(
+          ctl, checkpoint_no_wait ? std::chrono::milliseconds(0) : to_ms(checkpoint_timeout_s),
+          std::cout, std::cerr);
+    if (export_cmd->parsed())
+      return zt::ctl::run_export(export_checkpoint, export_out, export_dtype, std::cout, std::cerr);
+    if (verify_cmd->parsed()) {
+      if (verify_checkpoint.empty() == verify_run_dir.empty()) {
+        std::cerr << "ztctl verify: give --checkpoint DIR or --run-dir DIR\n";
+        return 2;
+      }
+      return zt::ctl::run_verify(verify_checkpoint, verify_run_dir, std::cout, std::cerr);
+    }
     if (launch_cmd->parsed()) {
       launch.start_timeout = to_ms(start_timeout_s);
       launch.grace = to_ms(grace_s);

@@ -371,15 +371,14 @@ TEST(ZtctlCheckpoint, RefusalIsAnError) {
   FakeCoordinator fake(dir.path(), [](const CtlRequest&, int) {
     CtlReply r = running_reply(5);
     r.ok = false;
-    r.message = "checkpoints are not available in this build yet";
+    r.message = "the job is stopping";
     return answer(r);
   });
   std::ostringstream out, err;
-  EXPECT_EQ(run_checkpoint(options_for(dir), out, err), 1);
-  EXPECT_NE(err.str().find("did not take a checkpoint: checkpoints are not available in this "
-                           "build yet (run dir " +
-                           dir.path() + ")"),
-            std::string::npos)
+  EXPECT_EQ(run_checkpoint(options_for(dir), std::chrono::milliseconds(0), out, err), 1);
+  EXPECT_NE(
+      err.str().find("did not take a checkpoint: the job is stopping (run dir " + dir.path() + ")"),
+      std::string::npos)
       << err.str();
   EXPECT_EQ(fake.types().at(0), CtlRequest::Type::kCheckpoint);
 }
@@ -392,8 +391,35 @@ TEST(ZtctlCheckpoint, Accepted) {
     return answer(r);
   });
   std::ostringstream out, err;
-  EXPECT_EQ(run_checkpoint(options_for(dir), out, err), 0) << err.str();
+  EXPECT_EQ(run_checkpoint(options_for(dir), std::chrono::milliseconds(0), out, err), 0)
+      << err.str();
   EXPECT_NE(out.str().find("checkpoint after step 6"), std::string::npos) << out.str();
+}
+
+// Waiting: the command returns once a status reply shows a newer committed checkpoint.
+TEST(ZtctlCheckpoint, WaitsForTheCommit) {
+  TempDir dir;
+  FakeCoordinator fake(dir.path(), [](const CtlRequest&, int call) {
+    CtlReply r = running_reply(5);
+    r.last_checkpoint_step = call >= 3 ? 6 : 0;
+    r.last_checkpoint_dir = call >= 3 ? "/runs/x/checkpoints/step_00000006" : "";
+    return answer(r);
+  });
+  std::ostringstream out, err;
+  EXPECT_EQ(run_checkpoint(options_for(dir), std::chrono::milliseconds(10'000), out, err), 0)
+      << err.str();
+  EXPECT_NE(out.str().find("committed step 6: /runs/x/checkpoints/step_00000006"),
+            std::string::npos)
+      << out.str();
+  EXPECT_GE(fake.types().size(), 4u);
+}
+
+TEST(ZtctlCheckpoint, NoCommitInTimeIsAnError) {
+  TempDir dir;
+  FakeCoordinator fake(dir.path(), [](const CtlRequest&, int) { return answer(running_reply(5)); });
+  std::ostringstream out, err;
+  EXPECT_EQ(run_checkpoint(options_for(dir), std::chrono::milliseconds(600), out, err), 1);
+  EXPECT_NE(err.str().find("no checkpoint was committed within"), std::string::npos) << err.str();
 }
 
 // ---- stop ---------------------------------------------------------------------------------------

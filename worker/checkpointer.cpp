@@ -50,8 +50,7 @@ Result<double> Checkpointer::save() {
   ack.loss_scale_hysteresis_left = st.scaler.hysteresis_left;
   ack.next_sequence = st.next_sequence;
   auto ms_since = [&] {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-        .count();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
   if (!async_) {
     ack.blocked_ms = ms_since();  // before the write; the caller's figure includes it

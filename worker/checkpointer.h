@@ -2,10 +2,10 @@
 // runtime/checkpoint/commit.h). At a step boundary every rank agreed on, save() waits for the
 // previous checkpoint's write, snapshots this rank's shard into host memory and writes it into the
 // staging directory — on a background thread when checkpoint.async, so training goes on — and then
-// hands the ack (file, size, XXH3-64, trainer state) to `on_written`, which the control client sends
-// to the coordinator. A failed write is kept and returned by the next poll(), save() or wait(), so
-// the training loop fails the job with it (the previous checkpoint stays intact: nothing of this
-// one is committed).
+// hands the ack (file, size, XXH3-64, trainer state) to `on_written`, which the control client
+// sends to the coordinator. A failed write is kept and returned by the next poll(), save() or
+// wait(), so the training loop fails the job with it (the previous checkpoint stays intact: nothing
+// of this one is committed).
 #pragma once
 
 #include <functional>

@@ -27,13 +27,13 @@
 #include "kernels/threads.h"
 #include "protocol/partition_spec.h"
 #include "runtime/backend/backend.h"
+#include "runtime/checkpoint/commit.h"
+#include "runtime/checkpoint/resume.h"
 #include "runtime/comm/mpi/mpi_communicator.h"
 #include "runtime/config/job_config.h"
 #include "runtime/core/check.h"
 #include "runtime/train/run_dir.h"
 #include "runtime/train/trainer.h"
-#include "runtime/checkpoint/commit.h"
-#include "runtime/checkpoint/resume.h"
 #include "worker/checkpointer.h"
 #include "worker/control_client.h"
 
@@ -109,7 +109,8 @@ zt::Result<std::string> agree_on_resume(const std::string& run_dir, const std::s
   MPI_Bcast(dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
   if (ctx.rank == 0 && !st.is_ok()) return st;
   if (dir.empty())
-    return zt::make_error(zt::StatusCode::kAborted, "rank 0 refused the checkpoint (see its error)");
+    return zt::make_error(zt::StatusCode::kAborted,
+                          "rank 0 refused the checkpoint (see its error)");
   return dir;
 }
 
@@ -128,8 +129,7 @@ zt::Status commit_locally(const zt::Checkpointer& checkpointer, zt::Trainer& tra
     acks.push_back({zt::shard_file_name(r), all[2 * static_cast<size_t>(r)],
                     all[2 * static_cast<size_t>(r) + 1]});
   const zt::Manifest m = zt::make_manifest(cfg, trainer.plan(), trainer.state(), acks);
-  ZT_ASSIGN_OR_RETURN(zt::CommitResult c,
-                      zt::commit_checkpoint(root, m, cfg.checkpoint.keep_last));
+  ZT_ASSIGN_OR_RETURN(zt::CommitResult c, zt::commit_checkpoint(root, m, cfg.checkpoint.keep_last));
   if (run_dir) {
     (void)run_dir->event(fmt::format("checkpoint step {} committed: {}", m.step, c.dir));
     for (const std::string& gone : c.removed)
@@ -350,8 +350,8 @@ int run(int argc, char** argv) {
       if (!blocked.is_ok()) return fail(blocked.status(), ctx);
       r->checkpoint_ms = *blocked;
       if (!control) {
-        if (zt::Status st = commit_locally(checkpointer, *trainer, cfg, ckpt_root, run_dir.get(),
-                                           ctx);
+        if (zt::Status st =
+                commit_locally(checkpointer, *trainer, cfg, ckpt_root, run_dir.get(), ctx);
             !st.is_ok())
           return fail(st, ctx);
       }

@@ -129,8 +129,8 @@ Result<CommitResult> commit_checkpoint(const std::string& root, const Manifest& 
       return make_error(StatusCode::kDataError,
                         "checkpoint step {}: '{}' of rank {} is {} but the rank reported {} bytes; "
                         "not committing",
-                        manifest.step, (fs::path(staged) / s.file).string(),
-                        ec ? "missing" : fmt::format("{} bytes", size), s.rank, s.size);
+                        manifest.step, (fs::path(staged) / s.file).string(), s.rank,
+                        ec ? "missing" : fmt::format("{} bytes", size), s.size);
   }
   // 2. The manifest makes the directory a checkpoint.
   const std::string manifest_path = (fs::path(staged) / "manifest.json").string();

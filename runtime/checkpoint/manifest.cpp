@@ -32,7 +32,7 @@ struct Fields {
     throw StatusError(make_error(StatusCode::kDataError, "{}: {}: {}", source, path, what));
   }
   const json& at(const json& obj, const std::string& path, const char* key) const {
-    if (!obj.is_object()) bad(path, "expected an object");
+    if (!obj.is_object()) bad(path.empty() ? "(top level)" : path, "expected an object");
     auto it = obj.find(key);
     if (it == obj.end()) bad(path.empty() ? key : path + "." + key, "missing");
     return *it;
@@ -84,6 +84,7 @@ Manifest make_manifest(const JobConfig& cfg, const PartitionPlan& plan, const Tr
   m.world_size = plan.world_size;
   m.zero_stage = plan.stage;
   m.optimizer_type = cfg.optimizer.type;
+  m.optimizer = cfg.optimizer;
   m.optimizer_states = optimizer_state_names(cfg.optimizer);
   m.scheduler_type = cfg.scheduler.type;
   m.lr = state.applied_steps > 0
@@ -112,15 +113,24 @@ std::string manifest_to_json(const Manifest& m) {
   j["format_version"] = m.format_version;
   j["step"] = m.step;
   j["created_unix_ms"] = m.created_unix_ms;
-  j["model"] = {{"family", m.model.family},         {"vocab_size", m.model.vocab_size},
-                {"block_size", m.model.block_size}, {"n_layer", m.model.n_layer},
-                {"n_head", m.model.n_head},         {"n_embd", m.model.n_embd},
-                {"seed", m.model.seed},             {"init_from", m.model.init_from}};
+  j["model"] = {{"family", m.model.family},
+                {"vocab_size", m.model.vocab_size},
+                {"block_size", m.model.block_size},
+                {"n_layer", m.model.n_layer},
+                {"n_head", m.model.n_head},
+                {"n_embd", m.model.n_embd},
+                {"seed", m.model.seed},
+                {"init_from", m.model.init_from}};
   j["num_parameters"] = m.num_parameters;
   j["dtype"] = m.dtype;
   j["world_size"] = m.world_size;
   j["zero_stage"] = m.zero_stage;
-  j["optimizer"] = {{"type", m.optimizer_type}, {"states", m.optimizer_states}};
+  j["optimizer"] = {{"type", m.optimizer_type},
+                    {"states", m.optimizer_states},
+                    {"lr", m.optimizer.lr},
+                    {"betas", {m.optimizer.beta1, m.optimizer.beta2}},
+                    {"eps", m.optimizer.eps},
+                    {"weight_decay", m.optimizer.weight_decay}};
   j["scheduler"] = {{"type", m.scheduler_type},
                     {"last_batch_iteration", m.trainer.applied_steps - 1},
                     {"lr", m.lr}};
@@ -192,6 +202,15 @@ Result<Manifest> manifest_from_json(const std::string& text, const std::string& 
       if (!s.is_string()) f.bad("optimizer.states", "expected strings");
       m.optimizer_states.push_back(s.get<std::string>());
     }
+    m.optimizer.type = m.optimizer_type;
+    m.optimizer.lr = f.get<float>(opt, "optimizer", "lr");
+    const json& betas = f.at(opt, "optimizer", "betas");
+    if (!betas.is_array() || betas.size() != 2 || !betas[0].is_number() || !betas[1].is_number())
+      f.bad("optimizer.betas", "expected two numbers");
+    m.optimizer.beta1 = betas[0].get<float>();
+    m.optimizer.beta2 = betas[1].get<float>();
+    m.optimizer.eps = f.get<float>(opt, "optimizer", "eps");
+    m.optimizer.weight_decay = f.get<float>(opt, "optimizer", "weight_decay");
     const json& sched = f.at(j, "", "scheduler");
     m.scheduler_type = f.get<std::string>(sched, "scheduler", "type");
     m.lr = f.get<double>(sched, "scheduler", "lr");
@@ -236,13 +255,9 @@ Result<Manifest> manifest_from_json(const std::string& text, const std::string& 
         f.bad(p + ".file", fmt::format("'{}' is not a file name inside the checkpoint", s.file));
       s.size = f.get<uint64_t>(shards[r], p, "size");
       const std::string hex = f.get<std::string>(shards[r], p, "xxh3");
-      size_t used = 0;
-      try {
-        s.xxh3 = std::stoull(hex, &used, 16);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (hex.size() != 16 || used != 16) f.bad(p + ".xxh3", "expected 16 hex digits");
+      if (hex.size() != 16 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+        f.bad(p + ".xxh3", "expected 16 hex digits");
+      s.xxh3 = std::stoull(hex, nullptr, 16);
       const json& pieces = f.at(shards[r], p, "pieces");
       if (!pieces.is_array()) f.bad(p + ".pieces", "expected a list");
       for (const json& pc : pieces) {
@@ -328,6 +343,11 @@ Result<std::vector<std::string>> check_resume_compatible(const Manifest& m, cons
     if (was != now) notes.push_back(fmt::format("{}: {} -> {}", key, was, now));
   };
   note("optimizer.type", m.optimizer_type, cfg.optimizer.type);
+  note("optimizer.params.lr", m.optimizer.lr, cfg.optimizer.lr);
+  note("optimizer.params.betas[0]", m.optimizer.beta1, cfg.optimizer.beta1);
+  note("optimizer.params.betas[1]", m.optimizer.beta2, cfg.optimizer.beta2);
+  note("optimizer.params.eps", m.optimizer.eps, cfg.optimizer.eps);
+  note("optimizer.params.weight_decay", m.optimizer.weight_decay, cfg.optimizer.weight_decay);
   note("scheduler.type", m.scheduler_type.empty() ? "(none)" : m.scheduler_type,
        cfg.scheduler.type.empty() ? "(none)" : cfg.scheduler.type);
   const char* dtype = cfg.bf16.enabled ? "bf16" : cfg.fp16.enabled ? "fp16" : "fp32";

@@ -73,13 +73,14 @@ struct Manifest {
   int world_size = 0;
   int zero_stage = 0;
   std::string optimizer_type;
+  OptimizerConfig optimizer;  // hyperparameters when written
   std::vector<std::string> optimizer_states;  // tensor name prefixes, in file order
   std::string scheduler_type;
   double lr = 0.0;  // learning rate of the last step
   TrainerState trainer;
   int64_t train_batch_size = 0;  // sequences per step when written
   DataConfig data;
-  std::string config_yaml;  // the resolved config of the job that wrote it
+  std::string config_yaml;             // the resolved config of the job that wrote it
   std::vector<ShardFileEntry> shards;  // index = rank
 };
 

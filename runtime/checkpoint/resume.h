@@ -1,5 +1,5 @@
-// Choosing and checking the checkpoint a job resumes from — the one place both the coordinator and a
-// worker running without one decide it, so they refuse the same things with the same words.
+// Choosing and checking the checkpoint a job resumes from — the one place both the coordinator and
+// a worker running without one decide it, so they refuse the same things with the same words.
 #pragma once
 
 #include <string>

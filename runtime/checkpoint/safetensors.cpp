@@ -300,6 +300,7 @@ Result<SafetensorsReader> SafetensorsReader::open(const std::string& path) {
           begin, end, end - begin, info.dtype_name, fmt::join(info.shape, ", "), nbytes));
     }
     info.bytes = std::span<const std::byte>(data_base + begin, nbytes);
+    info.file_offset = 8 + header_len + begin;
     tensors.push_back(std::move(info));
     offsets.emplace_back(begin, end);
   }
@@ -625,7 +626,7 @@ Result<uint64_t> xxh3_file(const std::string& path, uint64_t* size) {
                       "cannot open '{}': {}", path, errno_text(err));
   }
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> st(XXH3_createState(),
-                                                                      XXH3_freeState);
+                                                                     XXH3_freeState);
   (void)XXH3_64bits_reset(st.get());
   std::vector<char> buf(size_t{4} << 20);
   uint64_t total = 0;

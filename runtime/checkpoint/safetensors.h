@@ -39,6 +39,7 @@ struct TensorInfo {
   std::vector<int64_t> shape;  // empty for a scalar
   int64_t numel = 0;           // product of shape (1 for a scalar)
   std::span<const std::byte> bytes;  // points into the reader's mapping; valid while it lives
+  uint64_t file_offset = 0;          // where `bytes` start in the file (for pread)
 };
 
 // Read-only view of a safetensors file. Owns the memory mapping (unmapped on destruction); movable,

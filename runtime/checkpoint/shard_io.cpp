@@ -38,10 +38,9 @@ Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64
     s.offsets.push_back(s.elements);
     s.elements += p.count;
   }
-  const size_t bytes =
-      static_cast<size_t>(s.elements) * ZeroEngine::kNumStates * sizeof(float);
-  ZT_ASSIGN_OR_RETURN(s.data, backend.allocate(std::max<size_t>(bytes, 1),
-                                               MemCategory::kWorkspace));
+  const size_t bytes = static_cast<size_t>(s.elements) * ZeroEngine::kNumStates * sizeof(float);
+  ZT_ASSIGN_OR_RETURN(s.data,
+                      backend.allocate(std::max<size_t>(bytes, 1), MemCategory::kWorkspace));
   float* out = static_cast<float*>(s.data.data());
   for (int k = 0; k < ZeroEngine::kNumStates; ++k)
     for (size_t i = 0; i < pieces.size(); ++i)
@@ -83,7 +82,10 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   return w;
 }
 
-Status load_shards(const std::string& dir, const Manifest& m, ZeroEngine& engine) {
+namespace {
+
+// Copies what this rank holds out of the shard files; not collective.
+Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& engine) {
   const ParamLayout& layout = engine.plan().layout;
   if (m.optimizer_states.size() != static_cast<size_t>(ZeroEngine::kNumStates))
     return make_error(StatusCode::kDataError,
@@ -143,8 +145,8 @@ Status load_shards(const std::string& dir, const Manifest& m, ZeroEngine& engine
           return make_error(StatusCode::kDataError,
                             "checkpoint file '{}': tensor '{}' is {} [{}], the manifest says F32 "
                             "[{}]",
-                            r->path(), tname, t->dtype_name,
-                            t->shape.empty() ? 0 : t->shape[0], src.count);
+                            r->path(), tname, t->dtype_name, t->shape.empty() ? 0 : t->shape[0],
+                            src.count);
         std::memcpy(engine.state_data(k, want.param, b),
                     t->bytes.data() + (b - src.begin) * static_cast<int64_t>(sizeof(float)),
                     static_cast<size_t>(e - b) * sizeof(float));
@@ -157,7 +159,13 @@ Status load_shards(const std::string& dir, const Manifest& m, ZeroEngine& engine
                           dir, covered, lo, hi, name, m.optimizer_states[static_cast<size_t>(k)]);
     }
   }
-  return engine.state_loaded();
+  return Status::ok();
+}
+
+}  // namespace
+
+Status load_shards(const std::string& dir, const Manifest& m, ZeroEngine& engine) {
+  return engine.state_loaded(load_held_state(dir, m, engine));
 }
 
 }  // namespace zt

@@ -1,5 +1,6 @@
 #include "runtime/model/gpt2_hf.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "runtime/checkpoint/safetensors.h"
@@ -63,17 +64,30 @@ Status load_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
 
 Status export_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
                                const float* master, DType dtype) {
+  return export_gpt2_safetensors(
+      path, layout,
+      [master](const ParamEntry& e, float* out) {
+        std::copy_n(master + e.offset, e.spec.numel(), out);
+        return Status::ok();
+      },
+      dtype);
+}
+
+Status export_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
+                               const ParamSource& fill, DType dtype) {
   std::vector<TensorSpec> specs;
   for (const ParamEntry& e : layout.entries)
     specs.push_back({e.spec.name, dtype, hf_shape(e.spec)});
   ZT_ASSIGN_OR_RETURN(SafetensorsWriter writer,
                       SafetensorsWriter::create(path, std::move(specs), {{"format", "pt"}}));
-  std::vector<float> staging;
+  std::vector<float> values, staging;
   for (const ParamEntry& e : layout.entries) {
-    const float* src = master + e.offset;
+    values.assign(static_cast<size_t>(e.spec.numel()), 0.0f);
+    ZT_RETURN_IF_ERROR(fill(e, values.data()));
+    const float* src = values.data();
     if (e.spec.hf_transposed) {
-      staging.resize(static_cast<size_t>(e.spec.numel()));
-      transpose(src, staging.data(), e.spec.shape[0], e.spec.shape[1]);
+      staging.resize(values.size());
+      transpose(values.data(), staging.data(), e.spec.shape[0], e.spec.shape[1]);
       src = staging.data();
     }
     ZT_RETURN_IF_ERROR(writer.write_tensor(e.spec.name, src, DType::kF32));

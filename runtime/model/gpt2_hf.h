@@ -5,6 +5,7 @@
 // wte) are ignored. F32, BF16 and F16 files load.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "runtime/core/dtype.h"
@@ -21,5 +22,12 @@ Status load_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
 // largest tensor). The file appears under `path` only when complete.
 Status export_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
                                const float* master, DType dtype);
+
+// The same, with each parameter's fp32 values (internal layout, spec.numel() of them) produced on
+// demand by `fill`, so the whole model never needs to be in memory: peak memory is about twice the
+// largest tensor (its values and the transposed copy).
+using ParamSource = std::function<Status(const ParamEntry& entry, float* out)>;
+Status export_gpt2_safetensors(const std::string& path, const ParamLayout& layout,
+                               const ParamSource& fill, DType dtype);
 
 }  // namespace zt

@@ -84,8 +84,7 @@ Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale,
   try {
     if (backward) engine_->zero_grads();
     for (int64_t a = 0; a < A; ++a) {
-      data_->fill(first_sequence(step_index) + (a * W + r) * B, B, inputs_.data(),
-                  targets_.data());
+      data_->fill(first_sequence(step_index) + (a * W + r) * B, B, inputs_.data(), targets_.data());
       if (backward) {
         engine_->begin_micro_batch(a + 1 == A);
         loss_sum += model_->forward_backward(inputs_.data(), targets_.data(), dloss);
@@ -199,8 +198,9 @@ Result<ShardSnapshot> Trainer::snapshot_shard() {
 }
 
 Status Trainer::restore(const std::string& dir, const Manifest& m) {
-  ZT_RETURN_IF_ERROR(load_shards(dir, m, *engine_).with_context(
-      fmt::format("rank {}: loading checkpoint '{}'", comm_.rank(), dir)));
+  ZT_RETURN_IF_ERROR(
+      load_shards(dir, m, *engine_)
+          .with_context(fmt::format("rank {}: loading checkpoint '{}'", comm_.rank(), dir)));
   step_ = m.trainer.step;
   applied_steps_ = m.trainer.applied_steps;
   if (scaler_.enabled() && m.dtype == "fp16") scaler_.restore(m.trainer.scaler);

@@ -35,8 +35,8 @@ struct StepResult {
   double step_ms = 0.0;
   double tokens_per_s = 0.0;
   double checkpoint_ms = 0.0;  // training blocked by a checkpoint taken after this step
-  MemorySnapshot memory;  // this rank's current/peak bytes per category during the step
-  CommStats comm;         // this rank's collectives during the step
+  MemorySnapshot memory;       // this rank's current/peak bytes per category during the step
+  CommStats comm;              // this rank's collectives during the step
 };
 
 class Trainer {

@@ -384,6 +384,20 @@ std::vector<PartitionPlan::ShardPiece> ZeroEngine::held_pieces() const {
   return out;
 }
 
+Status ZeroEngine::state_loaded(const Status& local) {
+  ZT_ASSIGN_OR_RETURN(Buffer flag, backend_.allocate(sizeof(float), MemCategory::kCommunication));
+  float* v = static_cast<float*>(flag.data());
+  v[0] = local.is_ok() ? 0.0f : static_cast<float>(comm_.rank() + 1);
+  ZT_RETURN_IF_ERROR(comm_.all_reduce(flag.as(DType::kF32, {1}), ReduceOp::kMax));
+  if (!local.is_ok()) return local;
+  if (v[0] != 0.0f)
+    return make_error(StatusCode::kAborted,
+                      "rank {} could not load its part of the checkpoint (its error names the "
+                      "file); nothing was changed",
+                      static_cast<int>(v[0]) - 1);
+  return refresh_working_weights();
+}
+
 float* ZeroEngine::state_data(int k, int param, int64_t begin) {
   ZT_CHECK(k >= 0 && k < kNumStates, "optimizer state {} out of range", k);
   const Tensor& t = k == 0 ? master_ : k == 1 ? m_ : v_;

@@ -89,9 +89,12 @@ class ZeroEngine final : public ModelStateHooks {
   std::vector<PartitionPlan::ShardPiece> held_pieces() const;
   // fp32 element `begin` of parameter `param` in optimizer state `k`; the element must be held.
   float* state_data(int k, int param, int64_t begin);
-  // After a checkpoint load overwrote the held state: refreshes the working weights everywhere
-  // they live. Collective.
-  Status state_loaded() { return refresh_working_weights(); }
+  // After a checkpoint load overwrote the held state (`local`: how this rank's load went): the
+  // ranks first agree on whether every load succeeded — a rank whose file was bad must not leave
+  // the others waiting in the refresh's all-gather — then the working weights are refreshed
+  // everywhere they live. Returns this rank's error, or one naming the rank that failed.
+  // Collective.
+  Status state_loaded(const Status& local);
 
   // The full gradient buffer at stages 0 and 1 (after finish_backward: all-reduced at stage 0; at
   // stage 1 it holds this rank's local sum, the reduced values being in the shard); undefined at
