@@ -12,6 +12,7 @@
 // rather than leave the others waiting in a collective.
 #include <unistd.h>
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 
@@ -294,11 +295,24 @@ int run(int argc, char** argv) {
                                  "the coordinator resumes at step {} but '{}' is step {}",
                                  control->plan().start_step, resume_dir, m->step),
                   ctx);
+    const auto t0 = std::chrono::steady_clock::now();
     if (zt::Status st = trainer->restore(resume_dir, *m); !st.is_ok()) return fail(st, ctx);
-    if (lead && run_dir) {
-      (void)run_dir->event(fmt::format("resumed from {} at step {}", resume_dir, m->step));
-      std::printf("zt-worker: resumed from %s at step %lld\n", resume_dir.c_str(),
-                  static_cast<long long>(m->step));
+    // What every rank read and the slowest rank's time: the load throughput of the job.
+    double local[2] = {
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+        0.0};
+    for (const auto& p : trainer->engine().held_pieces())
+      local[1] += static_cast<double>(p.count) * zt::ZeroEngine::kNumStates * sizeof(float);
+    double ms = 0.0, bytes = 0.0;
+    MPI_Reduce(&local[0], &ms, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    MPI_Reduce(&local[1], &bytes, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (lead) {
+      const std::string line = fmt::format(
+          "resumed from {} at step {}: {:.1f} MiB read by {} rank(s) in {:.0f} ms ({:.0f} MB/s)",
+          resume_dir, m->step, bytes / 1048576.0, ctx.world, ms, bytes / 1e6 / (ms / 1e3));
+      if (run_dir) (void)run_dir->event(line);
+      std::printf("zt-worker: %s\n", line.c_str());
+      std::fflush(stdout);
     }
   }
 

@@ -7,6 +7,8 @@
 // coordinator thread is joined with a deadline (a coordinator that does not end fails the test and
 // is asked to stop, then abandoned, rather than hang the suite).
 #include "coordinator/coordinator.h"
+#include "runtime/checkpoint/commit.h"
+#include "runtime/checkpoint/manifest.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -36,8 +38,7 @@
 namespace zt {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::Not;
+using protocol::CheckpointAck;
 using protocol::Command;
 using protocol::CtlReply;
 using protocol::CtlRequest;
@@ -46,6 +47,8 @@ using protocol::Heartbeat;
 using protocol::JobState;
 using protocol::Plan;
 using protocol::StepReport;
+using ::testing::HasSubstr;
+using ::testing::Not;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kSteps = 3;
@@ -161,6 +164,7 @@ class FakeClient {
 
 bool is_abort(const Command& c) { return c.type == Command::Type::kAbort; }
 bool is_stop(const Command& c) { return c.type == Command::Type::kStop; }
+bool is_checkpoint(const Command& c) { return c.type == Command::Type::kCheckpointNow; }
 
 // One rank's part of step `step`: rank 0 carries the loss, token and norm sums, rank 1 zeros; the
 // memory differs per rank so the metrics line shows which rank's numbers went where.
@@ -384,8 +388,8 @@ TEST_F(CoordinatorTest, RegistrationSendsThePartitionPlanAndResolvedConfig) {
   EXPECT_GT(got.buckets.size(), 3u) << "reduce_bucket_size 4096 should cut the model into buckets";
   for (size_t i = 0; i < got.buckets.size(); ++i) {
     const PlanBucket& e = expected->buckets[i];
-    const protocol::BucketSpec want{e.unit, e.first_param, e.end_param, e.offset, e.numel,
-                                    e.padded, e.shard, e.shard_offset, e.persistent};
+    const protocol::BucketSpec want{e.unit,   e.first_param, e.end_param,    e.offset,    e.numel,
+                                    e.padded, e.shard,       e.shard_offset, e.persistent};
     EXPECT_EQ(got.buckets[i], want) << "bucket " << i;
   }
   EXPECT_EQ(plans[0].run_dir, std::filesystem::absolute(run_dir_).string());
@@ -643,9 +647,14 @@ TEST_F(CoordinatorTest, CtlStatusCheckpointAndStop) {
 
   std::optional<CtlReply> ck = ctl(ztctl, CtlRequest::Type::kCheckpoint, both);
   ASSERT_TRUE(ck.has_value());
-  EXPECT_FALSE(ck->ok);
-  EXPECT_FALSE(ck->message.empty());
+  EXPECT_TRUE(ck->ok);
+  EXPECT_THAT(ck->message, HasSubstr("checkpoint requested"));
   EXPECT_EQ(ck->state, JobState::kRunning);
+  EXPECT_EQ(ck->last_checkpoint_step, 0);
+  for (FakeClient* w : both) {
+    std::optional<Command> c = await<Command>(w, both, is_checkpoint);
+    ASSERT_TRUE(c.has_value()) << "rank " << w->rank() << " was not asked to checkpoint";
+  }
 
   std::optional<CtlReply> stop = ctl(ztctl, CtlRequest::Type::kStop, both);
   ASSERT_TRUE(stop.has_value());
@@ -666,6 +675,89 @@ TEST_F(CoordinatorTest, CtlStatusCheckpointAndStop) {
   EXPECT_THAT(events(), HasSubstr("stop requested by ztctl"));
   EXPECT_THAT(events(), HasSubstr("stopped after step 1"));
   EXPECT_EQ(metrics().size(), 1u);
+}
+
+// Checkpoint commit (Note [checkpoint commit]): the ranks' acks for a step are collected; only when
+// the last arrives does the coordinator write the manifest (with every rank's file, size and
+// checksum and the trainer state), publish the directory and point `latest` at it.
+TEST_F(CoordinatorTest, CommitsACheckpointOnceEveryRankHasAcked) {
+  ASSERT_NO_FATAL_FAILURE(start(2));
+  FakeClient* w0 = connect(0, 2);
+  FakeClient* w1 = connect(1, 2);
+  ASSERT_TRUE(w0 && w1);
+  const std::vector<FakeClient*> both = {w0, w1};
+  ASSERT_EQ(register_all(both).size(), 2u);
+  const std::string root = run_dir_ + "/checkpoints";
+  ASSERT_TRUE(prepare_staging_dir(root, 3).is_ok());
+  auto ack_of = [&](int rank, const std::string& contents) {
+    const std::string file = shard_file_name(rank);
+    std::ofstream(staging_dir(root, 3) + "/" + file) << contents;
+    CheckpointAck a;
+    a.rank = rank;
+    a.step = 3;
+    a.files = {{file, contents.size(), 0x1234000000000000ull + static_cast<uint64_t>(rank)}};
+    a.applied_steps = 2;
+    a.loss_scale = 1.0;
+    a.next_sequence = 48;
+    a.write_ms = 10.0 + rank;
+    return a;
+  };
+  w0->send(ack_of(0, "rank zero bytes"));
+  // One ack: nothing committed yet.
+  (void)wait_until([] { return false; }, 0.3, both);  // give a premature commit time to happen
+  EXPECT_FALSE(std::filesystem::exists(root + "/latest"));
+  w1->send(ack_of(1, "rank one, more bytes"));
+  ASSERT_TRUE(wait_event("checkpoint step 3 committed", both)) << events();
+  EXPECT_EQ(slurp(root + "/latest"), "step_00000003\n");
+  auto m = read_manifest(root + "/step_00000003");
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ(m->step, 3);
+  EXPECT_EQ(m->world_size, 2);
+  EXPECT_EQ(m->trainer.applied_steps, 2);
+  EXPECT_EQ(m->trainer.next_sequence, 48);
+  ASSERT_EQ(m->shards.size(), 2u);
+  EXPECT_EQ(m->shards[1].size, std::string("rank one, more bytes").size());
+  EXPECT_EQ(m->shards[1].xxh3, 0x1234000000000001ull);
+  EXPECT_FALSE(m->shards[0].pieces.empty());
+  FakeClient* ztctl = connect(-1, 0);
+  std::optional<CtlReply> st = ctl(ztctl, CtlRequest::Type::kStatus, both);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->last_checkpoint_step, 3);
+  EXPECT_EQ(st->last_checkpoint_dir, root + "/step_00000003");
+  all_done(both);
+  EXPECT_EQ(finish(), std::optional<int>(0));
+}
+
+// Ranks that disagree on the trainer state, or whose file is not what they reported, fail the
+// job; nothing is committed and `latest` is untouched.
+TEST_F(CoordinatorTest, InconsistentCheckpointAcksFailTheJob) {
+  for (const bool wrong_size : {false, true}) {
+    SCOPED_TRACE(wrong_size ? "wrong size" : "disagreeing state");
+    ASSERT_NO_FATAL_FAILURE(start(2));
+    FakeClient* w0 = connect(0, 2);
+    FakeClient* w1 = connect(1, 2);
+    ASSERT_TRUE(w0 && w1);
+    const std::vector<FakeClient*> both = {w0, w1};
+    ASSERT_EQ(register_all(both).size(), 2u);
+    const std::string root = run_dir_ + "/checkpoints";
+    ASSERT_TRUE(prepare_staging_dir(root, 5).is_ok());
+    for (int r = 0; r < 2; ++r) {
+      const std::string file = shard_file_name(r);
+      std::ofstream(staging_dir(root, 5) + "/" + file) << "0123456789";
+      CheckpointAck a;
+      a.rank = r;
+      a.step = 5;
+      a.files = {{file, wrong_size && r == 1 ? 11u : 10u, 7}};
+      a.applied_steps = wrong_size ? 5 : 5 - r;
+      a.next_sequence = 80;
+      both[static_cast<size_t>(r)]->send(a);
+    }
+    EXPECT_EQ(finish(), std::optional<int>(1));
+    EXPECT_THAT(events(), HasSubstr(wrong_size ? "not committing" : "disagrees with rank 0"));
+    EXPECT_FALSE(std::filesystem::exists(root + "/latest"));
+    EXPECT_FALSE(std::filesystem::exists(root + "/step_00000005"));
+    std::filesystem::remove_all(run_dir_);
+  }
 }
 
 // 9. request_stop() (SIGINT/SIGTERM) while running: the workers are told to stop.

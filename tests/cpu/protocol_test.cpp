@@ -87,12 +87,20 @@ std::vector<Message> sample_messages() {
   report.comm_calls = {1, 2, 3, 4, 5};
   report.comm_busy_ms = 12.5;
   report.comm_blocked_ms = 0.5;
+  report.checkpoint_ms = 3.75;
 
   CheckpointAck ack;
   ack.rank = 3;
   ack.step = 40;
   ack.files = {CheckpointFile{"rank_00003/optim.bin", 123456789, 0xdeadbeefcafef00dull},
                CheckpointFile{"rank_00003/params.bin", 42, 7}};
+  ack.applied_steps = 38;
+  ack.loss_scale = 32768.0;
+  ack.loss_scale_good_steps = 17;
+  ack.loss_scale_hysteresis_left = 1;
+  ack.next_sequence = 640;
+  ack.write_ms = 81.5;
+  ack.blocked_ms = 2.25;
 
   CtlReply reply;
   reply.ok = true;
@@ -106,6 +114,8 @@ std::vector<Message> sample_messages() {
   reply.eta_seconds = 120.0;
   reply.ranks = {RankMemory{0, "node-1", {1, 2, 3, 4, 5, 6}, {7, 8, 9, 10, 11, 12}, 150},
                  RankMemory{1, "node-2", {6, 5, 4, 3, 2, 1}, {12, 11, 10, 9, 8, 7}, 90}};
+  reply.last_checkpoint_step = 40;
+  reply.last_checkpoint_dir = "/runs/x/checkpoints/step_00000040";
 
   return {hello,
           plan,

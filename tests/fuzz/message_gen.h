@@ -136,6 +136,7 @@ class MessageGen {
     m.comm_calls = comm();
     m.comm_busy_ms = f64();
     m.comm_blocked_ms = f64();
+    m.checkpoint_ms = f64();
     return m;
   }
   Command command() {
@@ -151,6 +152,13 @@ class MessageGen {
     m.step = i64();
     m.files.resize(below(10));
     for (auto& f : m.files) f = CheckpointFile{text(), u64(), u64()};
+    m.applied_steps = i64();
+    m.loss_scale = f64();
+    m.loss_scale_good_steps = i64();
+    m.loss_scale_hysteresis_left = i32();
+    m.next_sequence = i64();
+    m.write_ms = f64();
+    m.blocked_ms = f64();
     return m;
   }
   ErrorReport error() { return ErrorReport{i32(), text(), text(500)}; }
@@ -168,6 +176,8 @@ class MessageGen {
     m.eta_seconds = f64();
     m.ranks.resize(below(9));
     for (auto& r : m.ranks) r = RankMemory{i32(), text(), mem(), mem(), i64()};
+    m.last_checkpoint_step = i64();
+    m.last_checkpoint_dir = text();
     return m;
   }
 
