@@ -51,6 +51,8 @@ Status Coordinator::init() {
     ZT_ASSIGN_OR_RETURN(ResumePoint p, prepare_resume(opts_.run_dir, opts_.resume_from, probe,
                                                       opts_.world > 0 ? opts_.world : 0));
     resume_ = std::move(p);
+  } else {
+    ZT_RETURN_IF_ERROR(check_fresh_run_dir(opts_.run_dir));
   }
   ZT_ASSIGN_OR_RETURN(RunDir rd, RunDir::open(opts_.run_dir));
   run_dir_ = std::make_unique<RunDir>(std::move(rd));

@@ -233,6 +233,9 @@ int run(int argc, char** argv) {
   auto export_type = zt::parse_dtype(export_dtype);
   if (!export_type.is_ok()) return fail(export_type.status().with_context("--export-dtype"), ctx);
 
+  if (lead && !with_coordinator && !resume && resume_from.empty()) {
+    if (zt::Status st = zt::check_fresh_run_dir(run_dir_path); !st.is_ok()) return fail(st, ctx);
+  }
   if (lead && !with_coordinator) {
     auto rd = zt::RunDir::open(run_dir_path);
     if (!rd.is_ok()) return fail(rd.status(), ctx);

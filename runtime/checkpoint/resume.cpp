@@ -26,4 +26,13 @@ Result<ResumePoint> prepare_resume(const std::string& run_dir, const std::string
   return p;
 }
 
+Status check_fresh_run_dir(const std::string& run_dir) {
+  auto latest = latest_checkpoint(checkpoints_root(run_dir));
+  if (!latest.is_ok()) return Status::ok();
+  return make_error(StatusCode::kInvalidArgument,
+                    "run directory '{}' already holds a job's checkpoints (latest: {}): continue "
+                    "that job with --resume, or start a new one in another run directory",
+                    run_dir, *latest);
+}
+
 }  // namespace zt

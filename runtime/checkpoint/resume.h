@@ -24,4 +24,9 @@ struct ResumePoint {
 Result<ResumePoint> prepare_resume(const std::string& run_dir, const std::string& resume_from,
                                    const JobConfig& cfg, int world);
 
+// A fresh (not resumed) job must not start in a run directory that already holds a committed
+// checkpoint: it would append a second step 1 to metrics.jsonl and point `latest` back at its own
+// early checkpoints. An error naming the directory and what to do instead; ok otherwise.
+Status check_fresh_run_dir(const std::string& run_dir);
+
 }  // namespace zt

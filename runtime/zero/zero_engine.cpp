@@ -82,6 +82,10 @@ Status ZeroEngine::allocate() {
   }
   gathered_.resize(plan_.units.size());
   unit_grad_buf_.resize(plan_.units.size());
+  my_pieces_ = plan_.shard_pieces(comm_.rank());
+  piece_of_param_.assign(plan_.layout.entries.size(), -1);
+  for (size_t i = 0; i < my_pieces_.size(); ++i)
+    piece_of_param_[static_cast<size_t>(my_pieces_[i].param)] = static_cast<int>(i);
 
   // Optimizer spans: the whole flat buffer at stage 0, the rank's shard pieces otherwise.
   auto add_span = [&](int64_t off, int64_t n, bool decay) {
@@ -403,10 +407,12 @@ float* ZeroEngine::state_data(int k, int param, int64_t begin) {
   const Tensor& t = k == 0 ? master_ : k == 1 ? m_ : v_;
   const ParamEntry& e = plan_.layout.entries.at(static_cast<size_t>(param));
   if (stage_ == 0) return t.ptr<float>() + e.offset + begin;
-  // A rank owns at most one contiguous piece of each parameter (a parameter lies in one bucket).
-  for (const PartitionPlan::ShardPiece& p : plan_.shard_pieces(comm_.rank()))
-    if (p.param == param && begin >= p.param_begin && begin < p.param_begin + p.count)
+  const int i = piece_of_param_.at(static_cast<size_t>(param));
+  if (i >= 0) {
+    const PartitionPlan::ShardPiece& p = my_pieces_[static_cast<size_t>(i)];
+    if (begin >= p.param_begin && begin < p.param_begin + p.count)
       return t.ptr<float>() + p.local_offset + (begin - p.param_begin);
+  }
   ZT_CHECK(false, "rank {} holds no state for element {} of '{}'", comm_.rank(), begin,
            e.spec.name);
   return nullptr;

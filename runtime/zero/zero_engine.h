@@ -81,9 +81,7 @@ class ZeroEngine final : public ModelStateHooks {
   static constexpr int kNumStates = 3;
   // The parameter ranges this rank writes into a checkpoint: its shard pieces under the plan. At
   // stage 0 every rank holds everything; the ranks then split the writing the same way.
-  std::vector<PartitionPlan::ShardPiece> checkpoint_pieces() const {
-    return plan_.shard_pieces(comm_.rank());
-  }
+  const std::vector<PartitionPlan::ShardPiece>& checkpoint_pieces() const { return my_pieces_; }
   // The parameter ranges whose state this rank holds (stage 0: every parameter whole), i.e. what a
   // checkpoint load must fill. `local_offset` is not meaningful: use state_data().
   std::vector<PartitionPlan::ShardPiece> held_pieces() const;
@@ -162,6 +160,10 @@ class ZeroEngine final : public ModelStateHooks {
     bool decay;
   };
   std::vector<Span> spans_;
+  // This rank's shard pieces (plan_.shard_pieces(rank)), and for each parameter the index of its
+  // piece there (-1: none) — a rank owns at most one contiguous piece of a parameter.
+  std::vector<PartitionPlan::ShardPiece> my_pieces_;
+  std::vector<int> piece_of_param_;
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
 };
 

@@ -696,6 +696,19 @@ TEST_F(CheckpointDirTest, ListCheckpointsNeedsNameAndManifest) {
   EXPECT_TRUE(list_checkpoints(tmp_.file("no-such-root")).empty());
 }
 
+// A fresh job refuses a run directory that holds a committed checkpoint (and says what to do);
+// one without, or with only crash leftovers, is fine.
+TEST_F(CheckpointDirTest, FreshJobRefusesARunDirWithCheckpoints) {
+  EXPECT_TRUE(check_fresh_run_dir(run_dir_).is_ok());
+  ASSERT_TRUE(prepare_staging_dir(root_, 2).is_ok());
+  EXPECT_TRUE(check_fresh_run_dir(run_dir_).is_ok());
+  commit(4);
+  const Status st = check_fresh_run_dir(run_dir_);
+  expect_error(st, StatusCode::kInvalidArgument,
+               {"run directory '" + run_dir_ + "' already holds a job's checkpoints",
+                "latest: " + dir_of(4), "--resume"});
+}
+
 TEST_F(CheckpointDirTest, ResolveResumeDir) {
   auto none = resolve_resume_dir(run_dir_, "");
   ASSERT_FALSE(none.is_ok());
