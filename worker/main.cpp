@@ -265,9 +265,12 @@ int run(int argc, char** argv) {
   if (lead && !control) {
     (void)run_dir->event(
         fmt::format("started: {} parameters, world {}, ZeRO stage {}, {} steps, "
-                    "dtype {}",
+                    "dtype {}{}",
                     layout.num_parameters, ctx.world, cfg.zero.stage, cfg.train.steps,
-                    zt::dtype_name(trainer->dtype())));
+                    zt::dtype_name(trainer->dtype()),
+                    cfg.checkpoint.async ? "; checkpoints are written synchronously without a "
+                                           "coordinator (checkpoint.async needs its commit)"
+                                         : ""));
     std::printf(
         "zt-worker: GPT-2 %.2fM parameters, %s, %d worker(s), ZeRO stage %d, micro-batch "
         "%lld x %lld accumulation, %lld steps; run dir %s\n",
