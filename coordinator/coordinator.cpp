@@ -56,8 +56,11 @@ Status Coordinator::init() {
   }
   ZT_ASSIGN_OR_RETURN(RunDir rd, RunDir::open(opts_.run_dir));
   run_dir_ = std::make_unique<RunDir>(std::move(rd));
-  for (const std::string& name : remove_stale_staging(checkpoints_root(opts_.run_dir)))
+  for (const std::string& name : remove_crash_leftovers(checkpoints_root(opts_.run_dir)))
     event("removed an incomplete checkpoint left by a crash: " + name);
+  committer_ = std::make_unique<CheckpointCommitter>(
+      checkpoints_root(opts_.run_dir), cfg_.checkpoint.keep_last,
+      [rd = run_dir_.get()](const std::string& line) { (void)rd->event(line); });
   ZT_ASSIGN_OR_RETURN(keys_, protocol::generate_keypair());
   protocol::ServerOptions so;
   so.bind_endpoint = opts_.listen;
@@ -103,11 +106,20 @@ int Coordinator::run() {
   std::fflush(stdout);
   while (state_ != JobState::kFinished && state_ != JobState::kFailed) {
     if (stop_requested_.exchange(false)) begin_stop("stop requested by signal");
+    // Everything queued is handled before liveness is judged: after a stall of this process the
+    // ranks' heartbeats are waiting in the socket, and they are not silent.
     auto in = server_->recv(std::chrono::milliseconds(100));
-    if (in.is_ok()) {
+    for (int handled = 0; in.is_ok() && handled < 10000; ++handled) {
       handle(*in);
-    } else if (in.status().code() != StatusCode::kTimeout) {
+      if (state_ == JobState::kFinished || state_ == JobState::kFailed) break;
+      in = server_->recv(std::chrono::milliseconds(0));
+    }
+    if (!in.is_ok() && in.status().code() != StatusCode::kTimeout)
       fail("control socket: " + in.status().to_string());
+    collect_commits();
+    if (workers_done_ && state_ == JobState::kRunning && committer_->idle()) {
+      collect_commits();
+      if (state_ == JobState::kRunning) finish_job();
     }
     if (state_ == JobState::kFinished || state_ == JobState::kFailed) break;
     if (state_ == JobState::kStarting) {
@@ -162,13 +174,7 @@ void Coordinator::handle(const protocol::Incoming& in) {
       bool all = true;
       for (const Rank& x : ranks_) all = all && x.done;
       if (all) {
-        event(stopping_ ? fmt::format("stopped after step {}", completed_step_)
-                        : fmt::format("finished {} steps", completed_step_));
-        if (!opts_.quiet)
-          std::printf("%szt-coordinator: %s after step %lld; run dir %s\n", tty_ ? "\n" : "",
-                      stopping_ ? "stopped" : "finished", static_cast<long long>(completed_step_),
-                      opts_.run_dir.c_str());
-        state_ = JobState::kFinished;
+        workers_done_ = true;  // finish_job() once the last checkpoints are committed
       }
     }
   } else if (const auto* s = std::get_if<protocol::StepReport>(&m)) {
@@ -502,20 +508,29 @@ void Coordinator::on_checkpoint_ack(const protocol::CheckpointAck& a) {
   st.applied_steps = first.applied_steps;
   st.scaler = {first.loss_scale, first.loss_scale_good_steps, first.loss_scale_hysteresis_left};
   st.next_sequence = first.next_sequence;
-  const Manifest m = make_manifest(cfg_, *plan_, st, files);
-  auto c = commit_checkpoint(checkpoints_root(opts_.run_dir), m, cfg_.checkpoint.keep_last);
-  if (!c.is_ok())
-    return fail(fmt::format("committing checkpoint step {}: {}", a.step, c.status().to_string()));
-  if (!c->replaced.empty())
-    event(fmt::format("an older checkpoint of step {} was moved to {}", a.step, c->replaced));
-  event(fmt::format(
-      "checkpoint step {} committed: {} ({:.1f} MiB in {} files; slowest write "
-      "{:.0f} ms, training blocked up to {:.0f} ms)",
-      a.step, c->dir, static_cast<double>(bytes) / 1048576.0, files.size(), write_ms, blocked_ms));
-  for (const std::string& gone : c->removed)
-    event("checkpoint removed (checkpoint.keep_last): " + gone);
-  last_checkpoint_step_ = a.step;
-  last_checkpoint_dir_ = c->dir;
+  committer_->submit(
+      make_manifest(cfg_, *plan_, st, files),
+      fmt::format("{:.1f} MiB in {} files; slowest write {:.0f} ms, training "
+                  "blocked up to {:.0f} ms",
+                  static_cast<double>(bytes) / 1048576.0, files.size(), write_ms, blocked_ms));
+}
+
+void Coordinator::collect_commits() {
+  for (CheckpointCommitter::Done& d : committer_->take_done()) {
+    if (!d.status.is_ok()) return fail(d.status.to_string());
+    last_checkpoint_step_ = d.step;
+    last_checkpoint_dir_ = d.dir;
+  }
+}
+
+void Coordinator::finish_job() {
+  event(stopping_ ? fmt::format("stopped after step {}", completed_step_)
+                  : fmt::format("finished {} steps", completed_step_));
+  if (!opts_.quiet)
+    std::printf("%szt-coordinator: %s after step %lld; run dir %s\n", tty_ ? "\n" : "",
+                stopping_ ? "stopped" : "finished", static_cast<long long>(completed_step_),
+                opts_.run_dir.c_str());
+  state_ = JobState::kFinished;
 }
 
 }  // namespace zt

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/checkpoint_committer.h"
 #include "protocol/codec.h"
 #include "protocol/transport.h"
 #include "runtime/checkpoint/resume.h"
@@ -75,6 +76,8 @@ class Coordinator {
   void on_hello(const protocol::PeerId& peer, const protocol::WorkerHello& h);
   void on_step_report(const protocol::StepReport& r);
   void on_checkpoint_ack(const protocol::CheckpointAck& a);
+  void collect_commits();
+  void finish_job();
   void on_ctl(const protocol::PeerId& peer, const protocol::CtlRequest& req);
   Status send_plans();
   void check_liveness();
@@ -104,6 +107,9 @@ class Coordinator {
   std::map<int64_t, std::vector<std::optional<protocol::CheckpointAck>>> pending_checkpoints_;
   int64_t last_checkpoint_step_ = 0;
   std::string last_checkpoint_dir_;
+  bool workers_done_ = false;  // every rank sent its last heartbeat; finished once commits are
+  // Last member: destroyed first, so it finishes its queue while the run dir is still open.
+  std::unique_ptr<CheckpointCommitter> committer_;
   double last_loss_ = 0.0, last_tokens_per_s_ = 0.0;
   Clock::time_point started_, last_heartbeat_sent_;
   std::atomic<bool> stop_requested_{false};

@@ -326,7 +326,7 @@ int run(int argc, char** argv) {
   // writes are synchronous and rank 0 commits after gathering the acks (commit_locally).
   const std::string ckpt_root = zt::checkpoints_root(run_dir_path);
   if (lead && !control) {
-    for (const std::string& name : zt::remove_stale_staging(ckpt_root))
+    for (const std::string& name : zt::remove_crash_leftovers(ckpt_root))
       (void)run_dir->event("removed an incomplete checkpoint left by a crash: " + name);
   }
   zt::ControlClient* ctl_ptr = control.get();

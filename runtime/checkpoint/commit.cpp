@@ -152,8 +152,21 @@ Result<CommitResult> commit_checkpoint(const std::string& root, const Manifest& 
   ZT_RETURN_IF_ERROR(write_file_synced(latest_tmp, checkpoint_dir_name(manifest.step) + "\n"));
   ZT_RETURN_IF_ERROR(rename_path(latest_tmp, (fs::path(root) / "latest").string()));
   ZT_RETURN_IF_ERROR(fsync_dir(root));
-  // 5. Retention: oldest first, never the one just committed (which `latest` names).
+  // 5. Retention: oldest first, never the one just committed (which `latest` names). Superseded
+  // copies (step_N.replaced-*) are older versions of a kept step: they go too.
   if (keep_last > 0) {
+    std::vector<fs::path> superseded;
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      const size_t dot = name.find(".replaced-");
+      if (dot != std::string::npos && step_of_name(name.substr(0, dot)) >= 0)
+        superseded.push_back(it->path());
+    }
+    ec.clear();
+    for (const fs::path& p : superseded) {
+      fs::remove_all(p, ec);
+      if (!ec) out.removed.push_back(p.string());
+    }
     std::vector<int64_t> steps = list_checkpoints(root);
     steps.erase(std::remove(steps.begin(), steps.end(), manifest.step), steps.end());
     const size_t keep_others = static_cast<size_t>(keep_last - 1);
@@ -181,15 +194,18 @@ std::vector<int64_t> list_checkpoints(const std::string& root) {
   return steps;
 }
 
-std::vector<std::string> remove_stale_staging(const std::string& root) {
+std::vector<std::string> remove_crash_leftovers(const std::string& root) {
   std::vector<std::string> removed;
   std::error_code ec;
   std::vector<fs::path> stale;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.size() > 4 && name.ends_with(".tmp") &&
-        step_of_name(name.substr(0, name.size() - 4)) >= 0)
-      stale.push_back(it->path());
+    const bool staging = name.size() > 4 && name.ends_with(".tmp") &&
+                         step_of_name(name.substr(0, name.size() - 4)) >= 0;
+    // A committed directory always has its manifest; one without is a removal by retention that
+    // a crash interrupted (the manifest goes first).
+    const bool half_removed = step_of_name(name) >= 0 && !fs::exists(it->path() / "manifest.json");
+    if (staging || half_removed) stale.push_back(it->path());
   }
   for (const fs::path& p : stale) {
     fs::remove_all(p, ec);

@@ -10,9 +10,11 @@
 //   4. It writes "step_NNNNNNNN\n" to checkpoints/latest.tmp, fsyncs it, renames it to
 //      checkpoints/latest and fsyncs checkpoints/ again.
 //   5. Retention (checkpoint.keep_last) removes the oldest complete checkpoints beyond the newest
-//      keep_last, never the one `latest` names.
+//      keep_last (never the one `latest` names), each by removing its manifest first, so a crash
+//      mid-removal leaves a directory without a manifest, which is never read as a checkpoint and
+//      which the next job removes; and superseded copies (step_N.replaced-*, never read either).
 // A crash anywhere leaves `latest` naming a complete checkpoint: before 3 the staging directory is
-// an orphan the next job removes (remove_stale_staging); between 3 and 4 `latest` still names the
+// an orphan the next job removes (remove_crash_leftovers); between 3 and 4 `latest` still names the
 // previous one, which is complete. Only directories without the .tmp suffix with a manifest are
 // ever read as checkpoints.
 #pragma once
@@ -42,7 +44,8 @@ struct CommitResult {
 };
 // Steps 2-5 of Note [checkpoint commit] for the staged checkpoint of `manifest.step`. keep_last 0
 // keeps everything. A checkpoint of the same step already committed (a job resumed from an earlier
-// one got here again) is renamed to step_NNNNNNNN.replaced-<unix ms>, never deleted.
+// one got here again) is renamed to step_NNNNNNNN.replaced-<unix ms>; retention (keep_last > 0)
+// removes such copies, keep_last 0 keeps them.
 Result<CommitResult> commit_checkpoint(const std::string& root, const Manifest& manifest,
                                        int keep_last);
 
@@ -51,8 +54,9 @@ Result<std::string> latest_checkpoint(const std::string& root);
 // Steps of the committed checkpoints under root (directories step_NNNNNNNN with a manifest),
 // ascending.
 std::vector<int64_t> list_checkpoints(const std::string& root);
-// Removes staging directories (step_*.tmp) left by a crash; returns their names.
-std::vector<std::string> remove_stale_staging(const std::string& root);
+// Removes what a crash leaves under root: staging directories (step_*.tmp) and step_NNNNNNNN
+// directories without a manifest (a retention removal cut short). Returns their names.
+std::vector<std::string> remove_crash_leftovers(const std::string& root);
 
 // What to resume from: `resume_from` when given (a checkpoint directory), else the run directory's
 // latest. Errors say what was looked for.

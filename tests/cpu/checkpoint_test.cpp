@@ -570,7 +570,7 @@ TEST_F(CheckpointDirTest, SameStepTwiceMovesTheOldOneAside) {
   const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-  const CommitResult r = commit(5, /*keep_last=*/1, /*salt=*/2);
+  const CommitResult r = commit(5, /*keep_last=*/0, /*salt=*/2);
   const auto after = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
@@ -582,7 +582,7 @@ TEST_F(CheckpointDirTest, SameStepTwiceMovesTheOldOneAside) {
   const int64_t ms = std::stoll(match[1].str());
   EXPECT_GE(ms, before);
   EXPECT_LE(ms, after);
-  // Moved whole, never deleted (retention with keep_last 1 included: it is not a step_ name).
+  // Moved whole (keep_last 0 keeps it).
   EXPECT_EQ(read_bytes(r.replaced + "/" + shard_file_name(0)), old_shard);
   EXPECT_EQ(read_bytes(r.replaced + "/manifest.json"), old_manifest);
   EXPECT_TRUE(r.removed.empty());
@@ -592,6 +592,11 @@ TEST_F(CheckpointDirTest, SameStepTwiceMovesTheOldOneAside) {
   auto m = read_manifest(dir_of(5));
   ASSERT_TRUE(m.is_ok());
   EXPECT_TRUE(verify_checkpoint_files(dir_of(5), *m).is_ok());
+  // With retention the superseded copy goes at the next commit.
+  const CommitResult next = commit(6, /*keep_last=*/2);
+  EXPECT_FALSE(fs::exists(r.replaced));
+  EXPECT_NE(std::find(next.removed.begin(), next.removed.end(), r.replaced), next.removed.end());
+  EXPECT_EQ(list_checkpoints(root_), (std::vector<int64_t>{5, 6}));
 }
 
 TEST_F(CheckpointDirTest, CommitRefusesShardOfWrongSize) {
@@ -659,24 +664,27 @@ TEST_F(CheckpointDirTest, CommitRefusesWithoutStagingDirectory) {
   EXPECT_FALSE(fs::exists(root_ + "/latest"));
 }
 
-TEST_F(CheckpointDirTest, RemoveStaleStagingRemovesOnlyStepTmpDirectories) {
+TEST_F(CheckpointDirTest, RemoveCrashLeftoversRemovesStagingAndManifestlessStepDirs) {
   commit(2);
   for (const char* d : {"step_00000003.tmp", "step_00000004.tmp", "step_3.tmp", "foo.tmp",
                         "step_00000005.tmpx", "step_0000000a.tmp", "step_00000006"})
     fs::create_directories(root_ + "/" + d);
   write_bytes(root_ + "/step_00000004.tmp/rank_00000.safetensors", "partial");
   write_bytes(root_ + "/latest.tmp", "step_00000002\n");
-  std::vector<std::string> removed = remove_stale_staging(root_);
+  std::vector<std::string> removed = remove_crash_leftovers(root_);
   std::sort(removed.begin(), removed.end());
-  EXPECT_EQ(removed, (std::vector<std::string>{"step_00000003.tmp", "step_00000004.tmp"}));
+  // step_00000006 has no manifest: a retention removal a crash cut short.
+  EXPECT_EQ(removed,
+            (std::vector<std::string>{"step_00000003.tmp", "step_00000004.tmp", "step_00000006"}));
   EXPECT_FALSE(fs::exists(root_ + "/step_00000003.tmp"));
   EXPECT_FALSE(fs::exists(root_ + "/step_00000004.tmp"));
+  EXPECT_FALSE(fs::exists(root_ + "/step_00000006"));
   for (const char* kept : {"step_3.tmp", "foo.tmp", "step_00000005.tmpx", "step_0000000a.tmp",
-                           "step_00000006", "step_00000002", "latest.tmp", "latest"})
+                           "step_00000002", "latest.tmp", "latest"})
     EXPECT_TRUE(fs::exists(root_ + "/" + kept)) << kept;
   EXPECT_TRUE(fs::is_regular_file(dir_of(2) + "/manifest.json"));
-  EXPECT_TRUE(remove_stale_staging(root_).empty());
-  EXPECT_TRUE(remove_stale_staging(tmp_.file("no-such-root")).empty());
+  EXPECT_TRUE(remove_crash_leftovers(root_).empty());
+  EXPECT_TRUE(remove_crash_leftovers(tmp_.file("no-such-root")).empty());
 }
 
 TEST_F(CheckpointDirTest, ListCheckpointsNeedsNameAndManifest) {
