@@ -20,8 +20,11 @@ Checkpointer::~Checkpointer() { (void)wait(); }
 Status Checkpointer::write(ShardSnapshot snapshot, protocol::CheckpointAck ack) {
   const int64_t step = snapshot.step;
   auto written = write_shard(snapshot, staging_dir(root_, step));
-  // The snapshot's host buffer goes back now, not when the next checkpoint replaces it.
-  snapshot = ShardSnapshot{};
+  {
+    // Kept for the next snapshot (see the header).
+    std::lock_guard<std::mutex> g(mu_);
+    if (!snapshot.data.empty()) spare_ = std::move(snapshot.data);
+  }
   if (!written.is_ok())
     return written.status().with_context(
         fmt::format("rank {}: writing checkpoint step {}", rank_, step));
@@ -40,7 +43,13 @@ Result<double> Checkpointer::save() {
   ZT_RETURN_IF_ERROR(wait());
   const TrainerState st = trainer_.state();
   ZT_RETURN_IF_ERROR(prepare_staging_dir(root_, st.step));
-  ZT_ASSIGN_OR_RETURN(ShardSnapshot snap, trainer_.snapshot_shard());
+  Buffer reuse;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    reuse = std::move(spare_);
+  }
+  // Synchronous: written before training moves on, so the engine's own memory is written (a view).
+  ZT_ASSIGN_OR_RETURN(ShardSnapshot snap, trainer_.snapshot_shard(async_, std::move(reuse)));
   protocol::CheckpointAck ack;
   ack.rank = rank_;
   ack.step = st.step;

@@ -52,6 +52,7 @@ class Checkpointer {
   Status error_;  // of the last background write
   bool done_ = true;
   std::optional<protocol::CheckpointAck> last_ack_;
+  Buffer spare_;  // the last snapshot's buffer, for the next
 };
 
 }  // namespace zt

@@ -24,7 +24,8 @@ std::string tensor_name(const std::string& state, const std::string& param) {
 }  // namespace
 
 Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
-                                     const std::vector<std::string>& state_names) {
+                                     const std::vector<std::string>& state_names, bool copy,
+                                     Buffer reuse) {
   ShardSnapshot s;
   s.rank = engine.rank();
   s.world_size = engine.world_size();
@@ -32,21 +33,32 @@ Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64
   s.state_names = state_names;
   ZT_CHECK(static_cast<int>(state_names.size()) == ZeroEngine::kNumStates,
            "{} state names for {} optimizer states", state_names.size(), ZeroEngine::kNumStates);
-  const std::vector<PartitionPlan::ShardPiece> pieces = engine.checkpoint_pieces();
+  const std::vector<PartitionPlan::ShardPiece>& pieces = engine.checkpoint_pieces();
   s.pieces = checkpoint_ranges(engine.plan(), engine.rank());
-  for (const PartitionPlan::ShardPiece& p : pieces) {
-    s.offsets.push_back(s.elements);
-    s.elements += p.count;
+  int64_t elements = 0;
+  for (const PartitionPlan::ShardPiece& p : pieces) elements += p.count;
+  if (!copy) {
+    for (int k = 0; k < ZeroEngine::kNumStates; ++k)
+      for (const PartitionPlan::ShardPiece& p : pieces)
+        s.sources.push_back(engine.state_data(k, p.param, p.param_begin));
+    return s;
   }
-  const size_t bytes = static_cast<size_t>(s.elements) * ZeroEngine::kNumStates * sizeof(float);
-  ZT_ASSIGN_OR_RETURN(s.data,
-                      backend.allocate(std::max<size_t>(bytes, 1), MemCategory::kWorkspace));
+  const size_t bytes = static_cast<size_t>(elements) * ZeroEngine::kNumStates * sizeof(float);
+  if (!reuse.empty() && reuse.bytes() >= bytes) {
+    s.data = std::move(reuse);
+  } else {
+    reuse = Buffer{};  // released before the new one: never two snapshots' worth
+    ZT_ASSIGN_OR_RETURN(s.data,
+                        backend.allocate(std::max<size_t>(bytes, 1), MemCategory::kWorkspace));
+  }
   float* out = static_cast<float*>(s.data.data());
   for (int k = 0; k < ZeroEngine::kNumStates; ++k)
-    for (size_t i = 0; i < pieces.size(); ++i)
-      backend.copy(out + k * s.elements + s.offsets[i],
-                   engine.state_data(k, pieces[i].param, pieces[i].param_begin),
-                   static_cast<size_t>(pieces[i].count) * sizeof(float));
+    for (const PartitionPlan::ShardPiece& p : pieces) {
+      backend.copy(out, engine.state_data(k, p.param, p.param_begin),
+                   static_cast<size_t>(p.count) * sizeof(float));
+      s.sources.push_back(out);
+      out += p.count;
+    }
   backend.synchronize();
   return s;
 }
@@ -68,12 +80,12 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   const std::string path = (fs::path(dir) / w.file).string();
   ZT_ASSIGN_OR_RETURN(SafetensorsWriter writer,
                       SafetensorsWriter::create(path, std::move(specs), std::move(meta)));
-  const float* data = static_cast<const float*>(s.data.data());
+  ZT_CHECK(s.sources.size() == s.state_names.size() * s.pieces.size(), "snapshot of {} tensors",
+           s.sources.size());
   for (size_t k = 0; k < s.state_names.size(); ++k)
     for (size_t i = 0; i < s.pieces.size(); ++i)
-      ZT_RETURN_IF_ERROR(writer.write_tensor(
-          tensor_name(s.state_names[k], s.pieces[i].param),
-          data + static_cast<int64_t>(k) * s.elements + s.offsets[i], DType::kF32));
+      ZT_RETURN_IF_ERROR(writer.write_tensor(tensor_name(s.state_names[k], s.pieces[i].param),
+                                             s.sources[k * s.pieces.size() + i], DType::kF32));
   ZT_RETURN_IF_ERROR(writer.finish());
   w.size = writer.bytes_written();
   w.xxh3 = writer.xxh3();

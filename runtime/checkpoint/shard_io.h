@@ -15,22 +15,26 @@
 
 namespace zt {
 
-// A copy of the optimizer state a rank writes. `data` holds state k's piece i at float offset
-// k * elements + offsets[i]. Owns its buffer (charged to the workspace category) until destroyed.
+// The optimizer state a rank writes: for state k and piece i, pieces[i].count floats at
+// sources[k * pieces.size() + i]. A copy (taken so training can go on while it is written) owns
+// them in `data`, charged to the workspace category; a view (for a synchronous write, which needs
+// no copy) points into the engine and is valid only until the next optimizer step.
 struct ShardSnapshot {
   int rank = 0;
   int world_size = 0;
   int64_t step = 0;
   std::vector<std::string> state_names;
   std::vector<ParamRange> pieces;
-  std::vector<int64_t> offsets;
-  int64_t elements = 0;  // per state
-  Buffer data;
+  std::vector<const float*> sources;
+  Buffer data;  // empty for a view
 };
 
-// Copies this rank's checkpoint pieces of every optimizer state out of `engine`.
+// This rank's checkpoint pieces of every optimizer state in `engine`: copied (`copy`), into
+// `reuse` when it is large enough — the previous snapshot's buffer: a fresh one costs a page fault
+// per 4 KiB, several times the copy itself — or as a view.
 Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
-                                     const std::vector<std::string>& state_names);
+                                     const std::vector<std::string>& state_names, bool copy,
+                                     Buffer reuse = {});
 
 struct WrittenShard {
   std::string file;  // name inside the checkpoint directory

@@ -193,8 +193,9 @@ TrainerState Trainer::state() const {
   return s;
 }
 
-Result<ShardSnapshot> Trainer::snapshot_shard() {
-  return zt::snapshot_shard(*engine_, backend_, step_, optimizer_state_names(cfg_.optimizer));
+Result<ShardSnapshot> Trainer::snapshot_shard(bool copy, Buffer reuse) {
+  return zt::snapshot_shard(*engine_, backend_, step_, optimizer_state_names(cfg_.optimizer), copy,
+                            std::move(reuse));
 }
 
 Status Trainer::restore(const std::string& dir, const Manifest& m) {

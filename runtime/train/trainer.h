@@ -78,9 +78,10 @@ class Trainer {
   // ---- checkpoints (runtime/checkpoint/) ----
   // Where training stands after completed_steps(): step counters, loss scaler, data position.
   TrainerState state() const;
-  // A copy of this rank's checkpoint pieces of the optimizer state, taken now (not collective):
-  // write it with write_shard() while training goes on.
-  Result<ShardSnapshot> snapshot_shard();
+  // This rank's checkpoint pieces of the optimizer state (not collective): a copy, to write with
+  // write_shard() while training goes on (`reuse`: a previous snapshot's buffer), or with
+  // copy = false a view to write before the next step.
+  Result<ShardSnapshot> snapshot_shard(bool copy = true, Buffer reuse = {});
   // Continues from the checkpoint in `dir` (its manifest `m`, already checked against this job's
   // config): loads the optimizer state this rank holds under its own plan, whatever the world size
   // and stage that wrote it, and the step counters, loss scaler and data position. Collective.
