@@ -60,7 +60,7 @@ Result<ExportStats> export_checkpoint(const std::string& dir, const std::string&
   auto open_shard = [&](size_t s) -> Result<ShardFile*> {
     ShardFile& f = files[s];
     if (f.fd < 0) {
-      const std::string path = (fs::path(dir) / m.shards[s].file).string();
+      ZT_ASSIGN_OR_RETURN(const std::string path, check_shard_file(dir, m.shards[s]));
       ZT_ASSIGN_OR_RETURN(SafetensorsReader r, SafetensorsReader::open(path));
       f.header.emplace(std::move(r));
       f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

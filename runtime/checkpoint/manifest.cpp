@@ -125,12 +125,9 @@ std::string manifest_to_json(const Manifest& m) {
   j["dtype"] = m.dtype;
   j["world_size"] = m.world_size;
   j["zero_stage"] = m.zero_stage;
-  j["optimizer"] = {{"type", m.optimizer_type},
-                    {"states", m.optimizer_states},
-                    {"lr", m.optimizer.lr},
-                    {"betas", {m.optimizer.beta1, m.optimizer.beta2}},
-                    {"eps", m.optimizer.eps},
-                    {"weight_decay", m.optimizer.weight_decay}};
+  j["optimizer"] = {{"type", m.optimizer_type}, {"states", m.optimizer_states},
+                    {"lr", m.optimizer.lr},     {"betas", {m.optimizer.beta1, m.optimizer.beta2}},
+                    {"eps", m.optimizer.eps},   {"weight_decay", m.optimizer.weight_decay}};
   j["scheduler"] = {{"type", m.scheduler_type},
                     {"last_batch_iteration", m.trainer.applied_steps - 1},
                     {"lr", m.lr}};
@@ -295,21 +292,26 @@ Result<Manifest> read_manifest(const std::string& checkpoint_dir) {
   return manifest_from_json(ss.str(), path);
 }
 
+Result<std::string> check_shard_file(const std::string& dir, const ShardFileEntry& s) {
+  const std::string path = (fs::path(dir) / s.file).string();
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec)
+    return make_error(StatusCode::kNotFound,
+                      "checkpoint file '{}' (rank {}) is missing: {}; the checkpoint cannot be "
+                      "used",
+                      path, s.rank, ec.message());
+  if (size != s.size)
+    return make_error(StatusCode::kDataError,
+                      "checkpoint file '{}' (rank {}) has {} bytes but the manifest says {}: it "
+                      "was truncated or replaced",
+                      path, s.rank, size, s.size);
+  return path;
+}
+
 Status verify_checkpoint_files(const std::string& dir, const Manifest& m) {
   for (const ShardFileEntry& s : m.shards) {
-    const std::string path = (fs::path(dir) / s.file).string();
-    std::error_code ec;
-    const auto size = fs::file_size(path, ec);
-    if (ec)
-      return make_error(StatusCode::kNotFound,
-                        "checkpoint file '{}' (rank {}) is missing: {}; the checkpoint cannot be "
-                        "used",
-                        path, s.rank, ec.message());
-    if (size != s.size)
-      return make_error(StatusCode::kDataError,
-                        "checkpoint file '{}' (rank {}) has {} bytes but the manifest says {}: it "
-                        "was truncated or replaced",
-                        path, s.rank, size, s.size);
+    ZT_ASSIGN_OR_RETURN(const std::string path, check_shard_file(dir, s));
     ZT_ASSIGN_OR_RETURN(uint64_t sum, xxh3_file(path));
     if (sum != s.xxh3)
       return make_error(StatusCode::kDataError,

@@ -73,7 +73,7 @@ struct Manifest {
   int world_size = 0;
   int zero_stage = 0;
   std::string optimizer_type;
-  OptimizerConfig optimizer;  // hyperparameters when written
+  OptimizerConfig optimizer;                  // hyperparameters when written
   std::vector<std::string> optimizer_states;  // tensor name prefixes, in file order
   std::string scheduler_type;
   double lr = 0.0;  // learning rate of the last step
@@ -110,6 +110,10 @@ std::string manifest_to_json(const Manifest& m);
 Result<Manifest> manifest_from_json(const std::string& text, const std::string& source);
 // Reads DIR/manifest.json.
 Result<Manifest> read_manifest(const std::string& checkpoint_dir);
+
+// The path of shard file `s` in `dir` once it is there with the size the manifest records (cheap:
+// no reading). Errors name the file.
+Result<std::string> check_shard_file(const std::string& dir, const ShardFileEntry& s);
 
 // Checks every shard file of the checkpoint in `dir` against the manifest: present, the recorded
 // size, the recorded XXH3-64 (reads every byte). Errors name the file and what is wrong.

@@ -121,18 +121,7 @@ Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& en
   std::vector<std::optional<SafetensorsReader>> readers(m.shards.size());
   auto reader = [&](size_t s) -> Result<const SafetensorsReader*> {
     if (!readers[s]) {
-      const ShardFileEntry& e = m.shards[s];
-      const std::string path = (fs::path(dir) / e.file).string();
-      std::error_code ec;
-      const auto size = fs::file_size(path, ec);
-      if (ec)
-        return make_error(StatusCode::kNotFound, "checkpoint file '{}' (rank {}) is missing: {}",
-                          path, e.rank, ec.message());
-      if (size != e.size)
-        return make_error(StatusCode::kDataError,
-                          "checkpoint file '{}' (rank {}) has {} bytes but the manifest says {}: "
-                          "it was truncated or replaced",
-                          path, e.rank, size, e.size);
+      ZT_ASSIGN_OR_RETURN(const std::string path, check_shard_file(dir, m.shards[s]));
       ZT_ASSIGN_OR_RETURN(SafetensorsReader r, SafetensorsReader::open(path));
       readers[s].emplace(std::move(r));
     }

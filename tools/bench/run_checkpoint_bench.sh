@@ -13,18 +13,22 @@
 #     `ztctl export`: the peak resident memory of ztctl (/usr/bin/time) against the largest tensor
 #     and the whole model, and the export's throughput.
 # Builds nothing: expects $ZT_BUILD_DIR (default build/) to hold the binaries. Prints markdown.
-#   tools/bench/run_checkpoint_bench.sh [--steps N] [--every E] [--np N] [--no-export]
+# Step times on shared cores vary by 10% from run to run, so each mode runs --repeats times,
+# interleaved (none, async, sync, none, ...), and the run with the least total time is kept.
+#   tools/bench/run_checkpoint_bench.sh [--steps N] [--every E] [--np N] [--repeats R] [--no-export]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=30
 EVERY=5
 NP=4
 EXPORT=1
+REPEATS=2
 while [[ $# -gt 0 ]]; do
   case $1 in
     --steps) STEPS=$2; shift 2 ;;
     --every) EVERY=$2; shift 2 ;;
     --np) NP=$2; shift 2 ;;
+    --repeats) REPEATS=$2; shift 2 ;;
     --no-export) EXPORT=0; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -67,13 +71,22 @@ echo "# Checkpoint benchmark: small config (10.8M parameters), $NP ranks, ZeRO s
 config "$T/none.yaml" 2 "{every_steps: 0, at_end: false, on_stop: false}" "$STEPS"
 config "$T/async.yaml" 2 "{every_steps: $EVERY, at_end: false, async: true}" "$STEPS"
 config "$T/sync.yaml" 2 "{every_steps: $EVERY, at_end: false, async: false}" "$STEPS"
-for mode in none async sync; do run "$mode" "$NP" "$T/$mode.yaml"; done
+for r in $(seq 1 "$REPEATS"); do
+  for mode in none async sync; do run "$mode.$r" "$NP" "$T/$mode.yaml"; done
+done
 
-$PY - "$T" "$EVERY" <<'PY'
+$PY - "$T" "$EVERY" "$REPEATS" <<'PY'
 import json, re, sys, os
-T, every = sys.argv[1], int(sys.argv[2])
-def metrics(name):
+T, every, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def load(name):
     return [json.loads(l) for l in open(f"{T}/{name}/metrics.jsonl")]
+def best(mode):  # the repeat with the least total time (shared cores only ever slow a run down)
+    runs = [(sum(m["step_ms"] + m["checkpoint_ms"] for m in load(f"{mode}.{r}")), r)
+            for r in range(1, repeats + 1)]
+    return f"{mode}.{min(runs)[1]}"
+chosen = {mode: best(mode) for mode in ("none", "async", "sync")}
+def metrics(mode):
+    return load(chosen[mode])
 def median(v):
     v = sorted(v); n = len(v)
     return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
@@ -88,7 +101,7 @@ for mode in ("async", "sync"):
     ck = [m for m in ms if m["checkpoint_ms"] > 0]
     total = sum(m["step_ms"] + m["checkpoint_ms"] for m in ms)
     lost = (total - base_total) / max(1, len(ck))
-    ev = open(f"{T}/{mode}/events.log").read()
+    ev = open(f"{T}/{chosen[mode]}/events.log").read()
     writes = re.findall(r"committed: \S+ \(([\d.]+) MiB in \d+ files; slowest write (\d+) ms", ev)
     mib = float(writes[0][0]) if writes else 0.0
     mbps = median([float(a) * 1.048576 / (float(b) / 1000.0) for a, b in writes if float(b) > 0])
@@ -96,11 +109,11 @@ for mode in ("async", "sync"):
 PY
 
 # 2. Load: resume the async run's last checkpoint on NP ranks and resharded onto 2 at stage 3.
-LAST=$(cat "$T/async/checkpoints/latest")
+LAST=$(cat "$T/async.1/checkpoints/latest")
 config "$T/resume.yaml" 2 "{every_steps: 0, at_end: false, on_stop: false}" $((STEPS + 1))
 config "$T/reshard.yaml" 3 "{every_steps: 0, at_end: false, on_stop: false}" $((STEPS + 1))
-run load "$NP" "$T/resume.yaml" --resume-from "$T/async/checkpoints/$LAST"
-run reshard 2 "$T/reshard.yaml" --resume-from "$T/async/checkpoints/$LAST"
+run load "$NP" "$T/resume.yaml" --resume-from "$T/async.1/checkpoints/$LAST"
+run reshard 2 "$T/reshard.yaml" --resume-from "$T/async.1/checkpoints/$LAST"
 echo
 echo "| load | MiB read (all ranks) | ranks | slowest rank ms | MB/s |"
 echo "|---|---|---|---|---|"
