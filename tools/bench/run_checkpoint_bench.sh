@@ -6,7 +6,8 @@
 #     training was blocked per checkpoint (metrics.jsonl checkpoint_ms), and the training time lost
 #     per checkpoint: (sum of step_ms + checkpoint_ms) minus the run without checkpoints, divided
 #     by the number of checkpoints — what the background write costs the steps it overlaps
-#     included.
+#     included — and, free of run-to-run noise, within the run: the blocked time plus how much
+#     slower the step right after a checkpoint is than the others (medians).
 #  2. Load throughput: the run's last checkpoint resumed on 4 ranks (and resharded onto 2 at stage
 #     3): the bytes every rank read over the slowest rank's load time (the worker's "resumed" line).
 #  3. Export: a GPT-2-124M-shaped checkpoint (written by one step of one rank) exported with
@@ -93,9 +94,9 @@ def median(v):
 base = metrics("none")
 base_total = sum(m["step_ms"] for m in base)
 print()
-print("| mode | checkpoints | MiB each | write MB/s (slowest rank) | blocked ms per checkpoint (median) | training time lost per checkpoint | median step ms |")
-print("|---|---|---|---|---|---|---|")
-print(f"| none | 0 | - | - | - | - | {median([m['step_ms'] for m in base]):.0f} |")
+print("| mode | checkpoints | MiB each | write MB/s (slowest rank) | blocked ms per checkpoint (median) | lost per checkpoint, vs the run without | lost per checkpoint, within the run | median step ms |")
+print("|---|---|---|---|---|---|---|---|")
+print(f"| none | 0 | - | - | - | - | - | {median([m['step_ms'] for m in base]):.0f} |")
 for mode in ("async", "sync"):
     ms = metrics(mode)
     ck = [m for m in ms if m["checkpoint_ms"] > 0]
@@ -105,7 +106,13 @@ for mode in ("async", "sync"):
     writes = re.findall(r"committed: \S+ \(([\d.]+) MiB in \d+ files; slowest write (\d+) ms", ev)
     mib = float(writes[0][0]) if writes else 0.0
     mbps = median([float(a) * 1.048576 / (float(b) / 1000.0) for a, b in writes if float(b) > 0])
-    print(f"| {mode} | {len(ck)} | {mib:.1f} | {mbps:.0f} | {median([m['checkpoint_ms'] for m in ck]):.0f} | {lost:.0f} ms | {median([m['step_ms'] for m in ms]):.0f} |")
+    # Within the run (no run-to-run noise): the blocked time plus how much slower the step after a
+    # checkpoint — the one its background write overlaps — is than the other steps (the first two
+    # steps, warm-up, left out).
+    after = [ms[i + 1]["step_ms"] for i, m in enumerate(ms[:-1]) if m["checkpoint_ms"] > 0]
+    others = [m["step_ms"] for i, m in enumerate(ms) if i >= 2 and ms[i - 1]["checkpoint_ms"] == 0]
+    inrun = median([m["checkpoint_ms"] for m in ck]) + median(after) - median(others)
+    print(f"| {mode} | {len(ck)} | {mib:.1f} | {mbps:.0f} | {median([m['checkpoint_ms'] for m in ck]):.0f} | {lost:.0f} ms | {inrun:.0f} ms | {median([m['step_ms'] for m in ms]):.0f} |")
 PY
 
 # 2. Load: resume the async run's last checkpoint on NP ranks and resharded onto 2 at stage 3.
