@@ -53,7 +53,13 @@ void CheckpointCommitter::run() {
     const int64_t step = job.manifest.step;
     Done d;
     d.step = step;
-    auto c = commit_checkpoint(root_, job.manifest, keep_last_);
+    // An exception must not escape this thread (std::terminate): it fails the commit instead.
+    Result<CommitResult> c = make_error(StatusCode::kInternal, "commit did not run");
+    try {
+      c = commit_checkpoint(root_, job.manifest, keep_last_);
+    } catch (const std::exception& e) {
+      c = make_error(StatusCode::kIoError, "{}", e.what());
+    }
     if (c.is_ok()) {
       d.dir = c->dir;
       if (!c->replaced.empty())

@@ -402,11 +402,12 @@ void Coordinator::on_ctl(const protocol::PeerId& peer, const protocol::CtlReques
       rep.state = JobState::kStopping;
       break;
     case protocol::CtlRequest::Type::kCheckpoint:
-      if (state_ != JobState::kRunning || stopping_) {
+      if (state_ != JobState::kRunning || stopping_ || workers_done_) {
         rep.ok = false;
-        rep.message = stopping_ ? "the job is stopping (it checkpoints on stop unless "
-                                  "checkpoint.on_stop is false)"
-                                : "the job is not running yet";
+        rep.message = stopping_       ? "the job is stopping (it checkpoints on stop unless "
+                                        "checkpoint.on_stop is false)"
+                      : workers_done_ ? "the job has finished its last step"
+                                      : "the job is not running yet";
         break;
       }
       event("checkpoint requested by ztctl");

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -64,15 +65,16 @@ Status rename_path(const std::string& from, const std::string& to) {
   return Status::ok();
 }
 
-// step_NNNNNNNN (exactly) -> NNNNNNNN; -1 otherwise.
+// step_NNNNNNNN as checkpoint_dir_name writes it (8 digits, more past 99,999,999) -> the step;
+// -1 otherwise.
 int64_t step_of_name(const std::string& name) {
-  if (name.size() != 13 || name.rfind("step_", 0) != 0) return -1;
+  if (name.size() < 13 || name.size() > 23 || name.rfind("step_", 0) != 0) return -1;
   int64_t v = 0;
   for (size_t i = 5; i < name.size(); ++i) {
     if (name[i] < '0' || name[i] > '9') return -1;
     v = v * 10 + (name[i] - '0');
   }
-  return v;
+  return checkpoint_dir_name(v) == name ? v : -1;  // only the canonical spelling
 }
 
 }  // namespace
@@ -104,12 +106,16 @@ Status fsync_dir(const std::string& dir) {
 Status prepare_staging_dir(const std::string& root, int64_t step) {
   std::error_code ec;
   const std::string dir = staging_dir(root, step);
+  const bool had_root = fs::is_directory(root, ec);
   fs::create_directories(dir, ec);
-  if (ec && !fs::is_directory(dir))
+  if (ec && !fs::is_directory(dir, ec))
     return make_error(StatusCode::kIoError,
                       "cannot create checkpoint directory '{}': {}; check that the run directory "
                       "is writable (and shared by every worker's machine)",
                       dir, ec.message());
+  // A new checkpoints/ must itself be durable in the run directory before anything is committed
+  // into it.
+  if (!had_root) ZT_RETURN_IF_ERROR(fsync_dir(fs::path(root).parent_path().string()));
   return Status::ok();
 }
 
@@ -136,15 +142,23 @@ Result<CommitResult> commit_checkpoint(const std::string& root, const Manifest& 
   const std::string manifest_path = (fs::path(staged) / "manifest.json").string();
   ZT_RETURN_IF_ERROR(write_file_synced(manifest_path, manifest_to_json(manifest)));
   ZT_RETURN_IF_ERROR(fsync_dir(staged));
-  // 3. Publish the directory.
+  // 3. Publish the directory. When an older checkpoint of the same step is there (`latest` may
+  // name it), the two are swapped in one atomic exchange — at no moment is the name missing — and
+  // the old one, now under the staging name, is then moved aside.
   if (fs::exists(final_dir, ec)) {
+    if (::renameat2(AT_FDCWD, staged.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0) {
+      const int e = errno;
+      return make_error(StatusCode::kIoError, "exchanging '{}' with the existing '{}': {}", staged,
+                        final_dir, err_text(e));
+    }
     const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
     out.replaced = fmt::format("{}.replaced-{}", final_dir, now);
-    ZT_RETURN_IF_ERROR(rename_path(final_dir, out.replaced));
+    ZT_RETURN_IF_ERROR(rename_path(staged, out.replaced));
+  } else {
+    ZT_RETURN_IF_ERROR(rename_path(staged, final_dir));
   }
-  ZT_RETURN_IF_ERROR(rename_path(staged, final_dir));
   ZT_RETURN_IF_ERROR(fsync_dir(root));
   out.dir = final_dir;
   // 4. Point `latest` at it.
@@ -176,6 +190,8 @@ Result<CommitResult> commit_checkpoint(const std::string& root, const Manifest& 
       // checkpoint with missing shards.
       fs::remove(victim / "manifest.json", ec);
       if (ec) continue;  // cannot remove: keep it whole
+      // Durable before any shard goes: never a manifest left naming deleted shards.
+      if (!fsync_dir(victim.string()).is_ok()) continue;
       fs::remove_all(victim, ec);
       out.removed.push_back(victim.string());
     }
@@ -188,7 +204,8 @@ std::vector<int64_t> list_checkpoints(const std::string& root) {
   std::error_code ec;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     const int64_t s = step_of_name(it->path().filename().string());
-    if (s >= 0 && fs::exists(it->path() / "manifest.json")) steps.push_back(s);
+    std::error_code mec;
+    if (s >= 0 && fs::exists(it->path() / "manifest.json", mec)) steps.push_back(s);
   }
   std::sort(steps.begin(), steps.end());
   return steps;
@@ -204,7 +221,9 @@ std::vector<std::string> remove_crash_leftovers(const std::string& root) {
                          step_of_name(name.substr(0, name.size() - 4)) >= 0;
     // A committed directory always has its manifest; one without is a removal by retention that
     // a crash interrupted (the manifest goes first).
-    const bool half_removed = step_of_name(name) >= 0 && !fs::exists(it->path() / "manifest.json");
+    std::error_code mec;
+    const bool half_removed =
+        step_of_name(name) >= 0 && !fs::exists(it->path() / "manifest.json", mec) && !mec;
     if (staging || half_removed) stale.push_back(it->path());
   }
   for (const fs::path& p : stale) {

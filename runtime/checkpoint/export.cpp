@@ -55,6 +55,7 @@ Result<ExportStats> export_checkpoint(const std::string& dir, const std::string&
   ZT_RETURN_IF_ERROR(verify_checkpoint_files(dir, m));
   const std::string& master_state = m.optimizer_states.at(0);
   const ParamLayout layout = make_param_layout(gpt2_param_inventory(m.model));
+  ZT_RETURN_IF_ERROR(check_pieces_tile(m, layout, dir));
 
   std::vector<ShardFile> files(m.shards.size());
   auto open_shard = [&](size_t s) -> Result<ShardFile*> {

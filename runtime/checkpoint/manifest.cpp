@@ -1,8 +1,11 @@
 #include "runtime/checkpoint/manifest.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -187,6 +190,17 @@ Result<Manifest> manifest_from_json(const std::string& text, const std::string& 
     m.model.n_embd = f.get<int>(model, "model", "n_embd");
     m.model.seed = f.get<uint64_t>(model, "model", "seed");
     m.model.init_from = f.get<std::string>(model, "model", "init_from");
+    // Bounds far above any GPT-2 a machine trains, so a damaged manifest cannot make a reader
+    // build an absurd layout before anything else is checked.
+    auto bounded = [&](const char* key, int v, int hi) {
+      if (v < 1 || v > hi)
+        f.bad(std::string("model.") + key, fmt::format("{} is not in 1..{}", v, hi));
+    };
+    bounded("vocab_size", m.model.vocab_size, 1 << 24);
+    bounded("block_size", m.model.block_size, 1 << 24);
+    bounded("n_layer", m.model.n_layer, 4096);
+    bounded("n_head", m.model.n_head, 4096);
+    bounded("n_embd", m.model.n_embd, 1 << 18);
     m.num_parameters = f.get<int64_t>(j, "", "num_parameters");
     m.dtype = f.get<std::string>(j, "", "dtype");
     m.world_size = f.get<int>(j, "", "world_size");
@@ -307,6 +321,51 @@ Result<std::string> check_shard_file(const std::string& dir, const ShardFileEntr
                       "was truncated or replaced",
                       path, s.rank, size, s.size);
   return path;
+}
+
+Status check_pieces_tile(const Manifest& m, const ParamLayout& layout, const std::string& source) {
+  std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> ranges;  // param -> [begin, end)
+  for (const ShardFileEntry& s : m.shards) {
+    // A shard file holds one tensor per parameter and state, so one piece per parameter.
+    std::set<std::string> seen;
+    for (const ParamRange& p : s.pieces) {
+      if (!seen.insert(p.param).second)
+        return make_error(StatusCode::kDataError,
+                          "{}: rank {} lists two pieces of '{}' (its file holds one): the manifest "
+                          "is inconsistent",
+                          source, s.rank, p.param);
+      const ParamEntry* e = layout.find(p.param);
+      if (!e)
+        return make_error(StatusCode::kDataError,
+                          "{}: the manifest lists parameter '{}' (rank {}), which this model does "
+                          "not have",
+                          source, p.param, s.rank);
+      if (p.begin < 0 || p.count <= 0 || p.begin > e->spec.numel() - p.count)
+        return make_error(StatusCode::kDataError,
+                          "{}: rank {}'s piece [{}, +{}) of '{}' lies outside its {} elements",
+                          source, s.rank, p.begin, p.count, p.param, e->spec.numel());
+      ranges[p.param].push_back({p.begin, p.begin + p.count});
+    }
+  }
+  for (const ParamEntry& e : layout.entries) {
+    auto& r = ranges[e.spec.name];
+    std::sort(r.begin(), r.end());
+    int64_t next = 0;
+    for (const auto& [b, end] : r) {
+      if (b != next)
+        return make_error(StatusCode::kDataError,
+                          "{}: the pieces of '{}' {} at element {}: the manifest is inconsistent",
+                          source, e.spec.name, b < next ? "overlap" : "leave a gap",
+                          std::min(b, next));
+      next = end;
+    }
+    if (next != e.spec.numel())
+      return make_error(StatusCode::kDataError,
+                        "{}: the pieces of '{}' cover {} of its {} elements: the manifest is "
+                        "inconsistent",
+                        source, e.spec.name, next, e.spec.numel());
+  }
+  return Status::ok();
 }
 
 Status verify_checkpoint_files(const std::string& dir, const Manifest& m) {

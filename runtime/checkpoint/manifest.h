@@ -24,6 +24,7 @@
 
 #include "runtime/config/job_config.h"
 #include "runtime/core/status.h"
+#include "runtime/model/gpt2_params.h"
 #include "runtime/optim/loss_scaler.h"
 #include "runtime/zero/partition_plan.h"
 
@@ -114,6 +115,11 @@ Result<Manifest> read_manifest(const std::string& checkpoint_dir);
 // The path of shard file `s` in `dir` once it is there with the size the manifest records (cheap:
 // no reading). Errors name the file.
 Result<std::string> check_shard_file(const std::string& dir, const ShardFileEntry& s);
+
+// Checks that the manifest's pieces tile every parameter of `layout` exactly — each element in one
+// piece, no gap, no overlap, no parameter the model lacks — before anything is read by them.
+// `source` names the checkpoint in errors.
+Status check_pieces_tile(const Manifest& m, const ParamLayout& layout, const std::string& source);
 
 // Checks every shard file of the checkpoint in `dir` against the manifest: present, the recorded
 // size, the recorded XXH3-64 (reads every byte). Errors name the file and what is wrong.

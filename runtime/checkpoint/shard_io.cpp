@@ -103,6 +103,7 @@ Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& en
     return make_error(StatusCode::kDataError,
                       "{}: the checkpoint stores {} optimizer states, this optimizer keeps {}", dir,
                       m.optimizer_states.size(), ZeroEngine::kNumStates);
+  ZT_RETURN_IF_ERROR(check_pieces_tile(m, layout, dir));
   // Which old shard holds which range of each parameter.
   struct Source {
     size_t shard;

@@ -397,7 +397,7 @@ Status ZeroEngine::state_loaded(const Status& local) {
   if (v[0] != 0.0f)
     return make_error(StatusCode::kAborted,
                       "rank {} could not load its part of the checkpoint (its error names the "
-                      "file); nothing was changed",
+                      "file); the job cannot continue from it",
                       static_cast<int>(v[0]) - 1);
   return refresh_working_weights();
 }

@@ -717,6 +717,16 @@ TEST_F(CheckpointDirTest, FreshJobRefusesARunDirWithCheckpoints) {
                 "latest: " + dir_of(4), "--resume"});
 }
 
+// Past 99,999,999 steps the name grows a digit; it stays a checkpoint (listed, resumable).
+TEST_F(CheckpointDirTest, StepsBeyondEightDigits) {
+  commit(100000000);
+  EXPECT_EQ(checkpoint_dir_name(100000000), "step_100000000");
+  EXPECT_EQ(list_checkpoints(root_), std::vector<int64_t>{100000000});
+  auto latest = latest_checkpoint(root_);
+  ASSERT_TRUE(latest.is_ok()) << latest.status().message();
+  EXPECT_EQ(*latest, dir_of(100000000));
+}
+
 TEST_F(CheckpointDirTest, ResolveResumeDir) {
   auto none = resolve_resume_dir(run_dir_, "");
   ASSERT_FALSE(none.is_ok());
@@ -1141,17 +1151,41 @@ TEST_F(ShardIoTest, LoadShardsRefusesBadShardsAndManifests) {
                               [](const ParamRange& p) { return p.param == "ln_f.bias"; }),
                pieces.end());
   ASSERT_EQ(pieces.size() + 1, before);
-  expect_error(load_shards(good_dir, uncovered, b->engine()), StatusCode::kDataError,
-               {good_dir,
-                "the shards cover 0 of elements [0, " + std::to_string(n_ln_f) +
-                    ") of 'ln_f.bias' in 'master'",
-                "the manifest is inconsistent"});
+  expect_error(
+      load_shards(good_dir, uncovered, b->engine()), StatusCode::kDataError,
+      {good_dir, "the pieces of 'ln_f.bias' cover 0 of its " + std::to_string(n_ln_f) + " elements",
+       "the manifest is inconsistent"});
+
+  // Overlapping pieces whose counts still add up, a piece past the end, and two pieces of one
+  // parameter in one file (which holds one tensor per parameter) are refused before any read.
+  Manifest overlap = m;
+  for (ShardFileEntry& s : overlap.shards)
+    for (ParamRange& p : s.pieces)
+      if (p.param == "wte.weight" && p.count > 8) {
+        p.begin += 4;  // now overlaps the next piece (or runs past the end) and leaves a gap
+        break;
+      }
+  expect_error(load_shards(good_dir, overlap, b->engine()), StatusCode::kDataError,
+               {"'wte.weight'"});
+  Manifest past_end = m;
+  past_end.shards[0].pieces[0].begin = INT64_MAX - 1;
+  expect_error(load_shards(good_dir, past_end, b->engine()), StatusCode::kDataError,
+               {"lies outside its"});
+  Manifest twice = m;
+  {
+    ParamRange p = twice.shards[0].pieces[0];
+    ASSERT_GE(p.count, 2);
+    twice.shards[0].pieces[0].count = p.count / 2;
+    twice.shards[0].pieces.push_back({p.param, p.begin + p.count / 2, p.count - p.count / 2});
+  }
+  expect_error(load_shards(good_dir, twice, b->engine()), StatusCode::kDataError,
+               {"lists two pieces of '"});
 
   // A manifest naming a parameter this model does not have.
   Manifest foreign = m;
   foreign.shards[0].pieces.push_back({"h.7.attn.c_proj.bias", 0, 4});
   expect_error(load_shards(good_dir, foreign, b->engine()), StatusCode::kDataError,
-               {"parameter 'h.7.attn.c_proj.bias', which this model does not have"});
+               {"parameter 'h.7.attn.c_proj.bias' (rank 0), which this model does not have"});
 
   // After all those refusals the intact checkpoint still loads.
   EXPECT_TRUE(load_shards(good_dir, m, b->engine()).is_ok());
