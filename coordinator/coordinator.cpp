@@ -48,8 +48,8 @@ Status Coordinator::init() {
     // known yet (it only adds a note).
     JobConfig probe = cfg_;
     if (opts_.world > 0) ZT_RETURN_IF_ERROR(resolve_batch_sizes(probe, opts_.world));
-    ZT_ASSIGN_OR_RETURN(ResumePoint p, prepare_resume(opts_.run_dir, opts_.resume_from, probe,
-                                                      opts_.world > 0 ? opts_.world : 0));
+    ZT_ASSIGN_OR_RETURN(ResumePoint p,
+                        prepare_resume(opts_.run_dir, opts_.resume_from, probe, opts_.world));
     resume_ = std::move(p);
   } else {
     ZT_RETURN_IF_ERROR(check_fresh_run_dir(opts_.run_dir));
@@ -257,10 +257,10 @@ Status Coordinator::send_plans() {
     event(fmt::format("resuming from {} at step {} (written by {} ranks at ZeRO stage {})",
                       resume_->dir, resume_->manifest.step, resume_->manifest.world_size,
                       resume_->manifest.zero_stage));
-    if (resume_->manifest.world_size != world_)
+    // With --world the note was made at init; otherwise the world is known only now.
+    if (opts_.world == 0 && resume_->manifest.world_size != world_)
       event(fmt::format("resume: world size: {} -> {}", resume_->manifest.world_size, world_));
-    for (const std::string& note : resume_->notes)
-      if (note.rfind("world size", 0) != 0) event("resume: " + note);
+    for (const std::string& note : resume_->notes) event("resume: " + note);
   }
   plan_ = std::move(plan);
   for (const Rank& r : ranks_) ZT_RETURN_IF_ERROR(server_->send(r.peer, msg));

@@ -61,12 +61,13 @@ Result<double> Checkpointer::save() {
   auto ms_since = [&] {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
+  // Up to here: waiting for the previous write and the snapshot. A synchronous write adds itself
+  // to what save() returns, not to the ack.
+  ack.blocked_ms = ms_since();
   if (!async_) {
-    ack.blocked_ms = ms_since();  // before the write; the caller's figure includes it
     ZT_RETURN_IF_ERROR(write(std::move(snap), std::move(ack)));
     return ms_since();
   }
-  ack.blocked_ms = ms_since();
   {
     std::lock_guard<std::mutex> g(mu_);
     done_ = false;

@@ -6,7 +6,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <optional>
 #include <vector>
 
@@ -14,6 +13,7 @@
 
 #include "runtime/checkpoint/manifest.h"
 #include "runtime/checkpoint/safetensors.h"
+#include "runtime/checkpoint/shard_io.h"
 #include "runtime/model/gpt2_hf.h"
 #include "runtime/model/gpt2_params.h"
 
@@ -55,7 +55,7 @@ Result<ExportStats> export_checkpoint(const std::string& dir, const std::string&
   ZT_RETURN_IF_ERROR(verify_checkpoint_files(dir, m));
   const std::string& master_state = m.optimizer_states.at(0);
   const ParamLayout layout = make_param_layout(gpt2_param_inventory(m.model));
-  ZT_RETURN_IF_ERROR(check_pieces_tile(m, layout, dir));
+  ZT_ASSIGN_OR_RETURN(const PieceIndex index, index_pieces(m, layout, dir));
 
   std::vector<ShardFile> files(m.shards.size());
   auto open_shard = [&](size_t s) -> Result<ShardFile*> {
@@ -70,39 +70,18 @@ Result<ExportStats> export_checkpoint(const std::string& dir, const std::string&
     }
     return &f;
   };
-  struct Source {
-    size_t shard;
-    int64_t begin, count;
-  };
-  std::map<std::string, std::vector<Source>> sources;
-  for (size_t s = 0; s < m.shards.size(); ++s)
-    for (const ParamRange& p : m.shards[s].pieces)
-      sources[p.param].push_back({s, p.begin, p.count});
 
   ExportStats stats;
+  // The pieces tile each parameter (index_pieces): reading them all fills it.
   auto fill = [&](const ParamEntry& e, float* values) -> Status {
-    int64_t covered = 0;
-    for (const Source& src : sources[e.spec.name]) {
+    for (const PieceSource& src : index.at(e.spec.name)) {
       ZT_ASSIGN_OR_RETURN(ShardFile * f, open_shard(src.shard));
-      const std::string tname = master_state + "/" + e.spec.name;
-      const TensorInfo* t = f->header->find(tname);
-      if (!t || t->dtype != DType::kF32 || t->shape != std::vector<int64_t>{src.count})
-        return make_error(StatusCode::kDataError,
-                          "checkpoint file '{}': tensor '{}' is missing or not F32 [{}]",
-                          f->header->path(), tname, src.count);
-      if (src.begin + src.count > e.spec.numel())
-        return make_error(StatusCode::kDataError, "'{}': piece [{}, {}) of '{}' is out of range",
-                          f->header->path(), src.begin, src.begin + src.count, e.spec.name);
+      ZT_ASSIGN_OR_RETURN(const TensorInfo* t,
+                          find_state_tensor(*f->header, master_state, e.spec.name, src.count));
       ZT_RETURN_IF_ERROR(pread_all(f->fd, values + src.begin,
                                    static_cast<size_t>(src.count) * sizeof(float), t->file_offset,
                                    f->header->path()));
-      covered += src.count;
     }
-    if (covered != e.spec.numel())
-      return make_error(StatusCode::kDataError,
-                        "{}: the shards hold {} of the {} elements of '{}': the manifest is "
-                        "inconsistent",
-                        dir, covered, e.spec.numel(), e.spec.name);
     ++stats.tensors;
     stats.parameters += e.spec.numel();
     stats.largest_tensor_bytes = std::max<int64_t>(stats.largest_tensor_bytes, e.spec.numel() * 4);

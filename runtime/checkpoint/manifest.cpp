@@ -323,9 +323,15 @@ Result<std::string> check_shard_file(const std::string& dir, const ShardFileEntr
   return path;
 }
 
-Status check_pieces_tile(const Manifest& m, const ParamLayout& layout, const std::string& source) {
-  std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> ranges;  // param -> [begin, end)
-  for (const ShardFileEntry& s : m.shards) {
+std::string shard_tensor_name(const std::string& state, const std::string& param) {
+  return state + "/" + param;
+}
+
+Result<PieceIndex> index_pieces(const Manifest& m, const ParamLayout& layout,
+                                const std::string& source) {
+  PieceIndex index;
+  for (size_t shard = 0; shard < m.shards.size(); ++shard) {
+    const ShardFileEntry& s = m.shards[shard];
     // A shard file holds one tensor per parameter and state, so one piece per parameter.
     std::set<std::string> seen;
     for (const ParamRange& p : s.pieces) {
@@ -344,20 +350,21 @@ Status check_pieces_tile(const Manifest& m, const ParamLayout& layout, const std
         return make_error(StatusCode::kDataError,
                           "{}: rank {}'s piece [{}, +{}) of '{}' lies outside its {} elements",
                           source, s.rank, p.begin, p.count, p.param, e->spec.numel());
-      ranges[p.param].push_back({p.begin, p.begin + p.count});
+      index[p.param].push_back({shard, p.begin, p.count});
     }
   }
   for (const ParamEntry& e : layout.entries) {
-    auto& r = ranges[e.spec.name];
-    std::sort(r.begin(), r.end());
+    std::vector<PieceSource>& pieces = index[e.spec.name];
+    std::sort(pieces.begin(), pieces.end(),
+              [](const PieceSource& a, const PieceSource& b) { return a.begin < b.begin; });
     int64_t next = 0;
-    for (const auto& [b, end] : r) {
-      if (b != next)
+    for (const PieceSource& p : pieces) {
+      if (p.begin != next)
         return make_error(StatusCode::kDataError,
                           "{}: the pieces of '{}' {} at element {}: the manifest is inconsistent",
-                          source, e.spec.name, b < next ? "overlap" : "leave a gap",
-                          std::min(b, next));
-      next = end;
+                          source, e.spec.name, p.begin < next ? "overlap" : "leave a gap",
+                          std::min(p.begin, next));
+      next = p.begin + p.count;
     }
     if (next != e.spec.numel())
       return make_error(StatusCode::kDataError,
@@ -365,7 +372,7 @@ Status check_pieces_tile(const Manifest& m, const ParamLayout& layout, const std
                         "inconsistent",
                         source, e.spec.name, next, e.spec.numel());
   }
-  return Status::ok();
+  return index;
 }
 
 Status verify_checkpoint_files(const std::string& dir, const Manifest& m) {

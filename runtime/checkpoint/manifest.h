@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -116,10 +117,21 @@ Result<Manifest> read_manifest(const std::string& checkpoint_dir);
 // no reading). Errors name the file.
 Result<std::string> check_shard_file(const std::string& dir, const ShardFileEntry& s);
 
-// Checks that the manifest's pieces tile every parameter of `layout` exactly — each element in one
-// piece, no gap, no overlap, no parameter the model lacks — before anything is read by them.
-// `source` names the checkpoint in errors.
-Status check_pieces_tile(const Manifest& m, const ParamLayout& layout, const std::string& source);
+// Where the elements of each parameter are: the pieces of all shards, by parameter name, sorted
+// by first element. Built only once the pieces tile every parameter of `layout` exactly — each
+// element in one piece, no gap, no overlap, at most one piece per parameter and shard, no
+// parameter the model lacks — so readers never need to check coverage. `source` names the
+// checkpoint in errors.
+struct PieceSource {
+  size_t shard;  // index into Manifest::shards
+  int64_t begin, count;
+};
+using PieceIndex = std::map<std::string, std::vector<PieceSource>>;
+Result<PieceIndex> index_pieces(const Manifest& m, const ParamLayout& layout,
+                                const std::string& source);
+
+// The tensor name of state `state` of parameter `param` in a shard file: "<state>/<param>".
+std::string shard_tensor_name(const std::string& state, const std::string& param);
 
 // Checks every shard file of the checkpoint in `dir` against the manifest: present, the recorded
 // size, the recorded XXH3-64 (reads every byte). Errors name the file and what is wrong.

@@ -20,7 +20,7 @@ Result<ResumePoint> prepare_resume(const std::string& run_dir, const std::string
                       "{}: the checkpoint is at step {} and train.steps is {}: nothing is left to "
                       "train; raise train.steps (e.g. --steps on ztctl launch)",
                       p.dir, m.step, cfg.train.steps);
-  if (m.world_size != world)
+  if (world > 0 && m.world_size != world)
     p.notes.push_back(fmt::format("world size: {} -> {}", m.world_size, world));
   ZT_RETURN_IF_ERROR(verify_checkpoint_files(p.dir, m));
   return p;

@@ -19,7 +19,8 @@ struct ResumePoint {
 
 // `resume_from` (a checkpoint directory), or the run directory's latest when empty: reads the
 // manifest (refusing a newer format), checks it against `cfg` resolved for `world` ranks (model
-// shape, optimizer; train.steps must go beyond the checkpoint), and verifies every shard file's
+// shape, optimizer; train.steps must go beyond the checkpoint; `world` 0: not known yet, so no
+// world-size note), and verifies every shard file's
 // size and XXH3-64. Every refusal names the checkpoint and what is wrong; nothing is written.
 Result<ResumePoint> prepare_resume(const std::string& run_dir, const std::string& resume_from,
                                    const JobConfig& cfg, int world);

@@ -15,14 +15,6 @@ namespace zt {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string tensor_name(const std::string& state, const std::string& param) {
-  return state + "/" + param;
-}
-
-}  // namespace
-
 Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
                                      const std::vector<std::string>& state_names, bool copy,
                                      Buffer reuse) {
@@ -70,7 +62,7 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   std::vector<TensorSpec> specs;
   for (const std::string& state : s.state_names)
     for (const ParamRange& p : s.pieces)
-      specs.push_back({tensor_name(state, p.param), DType::kF32, {p.count}});
+      specs.push_back({shard_tensor_name(state, p.param), DType::kF32, {p.count}});
   std::map<std::string, std::string> meta = {
       {"format", "zerotrain-shard"},
       {"format_version", std::to_string(kCheckpointFormatVersion)},
@@ -84,7 +76,7 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
            s.sources.size());
   for (size_t k = 0; k < s.state_names.size(); ++k)
     for (size_t i = 0; i < s.pieces.size(); ++i)
-      ZT_RETURN_IF_ERROR(writer.write_tensor(tensor_name(s.state_names[k], s.pieces[i].param),
+      ZT_RETURN_IF_ERROR(writer.write_tensor(shard_tensor_name(s.state_names[k], s.pieces[i].param),
                                              s.sources[k * s.pieces.size() + i], DType::kF32));
   ZT_RETURN_IF_ERROR(writer.finish());
   w.size = writer.bytes_written();
@@ -92,6 +84,22 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   w.write_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return w;
+}
+
+Result<const TensorInfo*> find_state_tensor(const SafetensorsReader& reader,
+                                            const std::string& state, const std::string& param,
+                                            int64_t count) {
+  const std::string name = shard_tensor_name(state, param);
+  const TensorInfo* t = reader.find(name);
+  if (!t)
+    return make_error(StatusCode::kDataError, "checkpoint file '{}' has no tensor '{}'",
+                      reader.path(), name);
+  if (t->dtype != DType::kF32 || t->shape != std::vector<int64_t>{count})
+    return make_error(StatusCode::kDataError,
+                      "checkpoint file '{}': tensor '{}' is {} [{}], the manifest says F32 [{}]",
+                      reader.path(), name, t->dtype_name, t->shape.empty() ? 0 : t->shape[0],
+                      count);
+  return t;
 }
 
 namespace {
@@ -103,21 +111,7 @@ Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& en
     return make_error(StatusCode::kDataError,
                       "{}: the checkpoint stores {} optimizer states, this optimizer keeps {}", dir,
                       m.optimizer_states.size(), ZeroEngine::kNumStates);
-  ZT_RETURN_IF_ERROR(check_pieces_tile(m, layout, dir));
-  // Which old shard holds which range of each parameter.
-  struct Source {
-    size_t shard;
-    int64_t begin, count;
-  };
-  std::map<std::string, std::vector<Source>> sources;
-  for (size_t s = 0; s < m.shards.size(); ++s)
-    for (const ParamRange& p : m.shards[s].pieces) {
-      if (!layout.find(p.param))
-        return make_error(StatusCode::kDataError,
-                          "{}: the manifest lists parameter '{}', which this model does not have",
-                          dir, p.param);
-      sources[p.param].push_back({s, p.begin, p.count});
-    }
+  ZT_ASSIGN_OR_RETURN(const PieceIndex index, index_pieces(m, layout, dir));
 
   std::vector<std::optional<SafetensorsReader>> readers(m.shards.size());
   auto reader = [&](size_t s) -> Result<const SafetensorsReader*> {
@@ -133,32 +127,18 @@ Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& en
     const std::string& name = layout.entries[static_cast<size_t>(want.param)].spec.name;
     const int64_t lo = want.param_begin, hi = want.param_begin + want.count;
     for (int k = 0; k < ZeroEngine::kNumStates; ++k) {
-      int64_t covered = 0;
-      for (const Source& src : sources[name]) {
+      // The pieces tile the parameter (index_pieces), so their overlaps with [lo, hi) fill it.
+      for (const PieceSource& src : index.at(name)) {
         const int64_t b = std::max(lo, src.begin), e = std::min(hi, src.begin + src.count);
         if (b >= e) continue;
         ZT_ASSIGN_OR_RETURN(const SafetensorsReader* r, reader(src.shard));
-        const std::string tname = tensor_name(m.optimizer_states[static_cast<size_t>(k)], name);
-        const TensorInfo* t = r->find(tname);
-        if (!t)
-          return make_error(StatusCode::kDataError, "checkpoint file '{}' has no tensor '{}'",
-                            r->path(), tname);
-        if (t->dtype != DType::kF32 || t->shape != std::vector<int64_t>{src.count})
-          return make_error(StatusCode::kDataError,
-                            "checkpoint file '{}': tensor '{}' is {} [{}], the manifest says F32 "
-                            "[{}]",
-                            r->path(), tname, t->dtype_name, t->shape.empty() ? 0 : t->shape[0],
-                            src.count);
+        ZT_ASSIGN_OR_RETURN(
+            const TensorInfo* t,
+            find_state_tensor(*r, m.optimizer_states[static_cast<size_t>(k)], name, src.count));
         std::memcpy(engine.state_data(k, want.param, b),
                     t->bytes.data() + (b - src.begin) * static_cast<int64_t>(sizeof(float)),
                     static_cast<size_t>(e - b) * sizeof(float));
-        covered += e - b;
       }
-      if (covered != want.count)
-        return make_error(StatusCode::kDataError,
-                          "{}: the shards cover {} of elements [{}, {}) of '{}' in '{}' (pieces "
-                          "overlap or are missing): the manifest is inconsistent",
-                          dir, covered, lo, hi, name, m.optimizer_states[static_cast<size_t>(k)]);
     }
   }
   return Status::ok();

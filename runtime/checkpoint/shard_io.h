@@ -10,6 +10,7 @@
 
 #include "runtime/backend/backend.h"
 #include "runtime/checkpoint/manifest.h"
+#include "runtime/checkpoint/safetensors.h"
 #include "runtime/core/status.h"
 #include "runtime/zero/zero_engine.h"
 
@@ -46,6 +47,12 @@ struct WrittenShard {
 // Writes the snapshot as DIR/rank_RRRRR.safetensors (through a .tmp name, fsynced, renamed) and
 // returns its size and XXH3-64, computed while writing.
 Result<WrittenShard> write_shard(const ShardSnapshot& snapshot, const std::string& dir);
+
+// Tensor `state`/`param` of a shard file, which must be F32 [count] as the manifest says. Errors
+// name the file and the tensor.
+Result<const TensorInfo*> find_state_tensor(const SafetensorsReader& reader,
+                                            const std::string& state, const std::string& param,
+                                            int64_t count);
 
 // Fills every optimizer state `engine` holds from the checkpoint in `dir` described by `m`,
 // reading from each shard file only the ranges this rank now holds (the files are memory-mapped),
