@@ -56,6 +56,21 @@ inline std::vector<uint16_t> patterned_tokens(size_t n, int vocab, uint32_t seed
   return t;
 }
 
+// `n` tokens repeating one pseudo-random pattern of `period` tokens: every sequence of length
+// `period` is the same, so every split of a batch sees the same gradient up to its share (what
+// fp16 overflow tests need, see zero_equivalence_test's note).
+inline std::vector<uint16_t> periodic_tokens(size_t n, int period, int vocab) {
+  std::vector<uint16_t> pattern(static_cast<size_t>(period));
+  uint32_t s = 2654435761u;
+  for (uint16_t& t : pattern) {
+    s = s * 1664525u + 1013904223u;
+    t = static_cast<uint16_t>((s >> 10) % static_cast<uint32_t>(vocab));
+  }
+  std::vector<uint16_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = pattern[i % pattern.size()];
+  return out;
+}
+
 // A small GPT-2 job on `data_path`: fp32, AdamW, no schedule, one worker.
 inline JobConfig small_job(const std::string& data_path, int n_layer = 3, int n_embd = 32,
                            int n_head = 2, int block = 16, int vocab = 64, int micro = 2,

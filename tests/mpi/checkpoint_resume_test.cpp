@@ -177,15 +177,7 @@ const char* prec_name(Prec p) {
 // periodic_tokens): every split of the batch then overflows at the same loss scales, which at
 // initial_scale_power 20 are the first four steps (2^20, 2^20, 2^19, 2^18), with 2^17 clean after.
 std::vector<uint16_t> periodic_tokens(size_t n) {
-  std::vector<uint16_t> pattern(kBlock);
-  uint32_t s = 2654435761u;
-  for (uint16_t& t : pattern) {
-    s = s * 1664525u + 1013904223u;
-    t = static_cast<uint16_t>((s >> 10) % kVocab);
-  }
-  std::vector<uint16_t> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = pattern[i % pattern.size()];
-  return out;
+  return testing::periodic_tokens(n, kBlock, kVocab);
 }
 
 struct DataFiles {

@@ -34,7 +34,6 @@ using testing::must_ok;
 using testing::TempDir;
 using testing::world_size;
 
-
 // One training run's observable results.
 struct TrainRun {
   std::vector<StepResult> steps;
@@ -45,8 +44,9 @@ struct TrainRun {
 // Runs `steps` optimizer steps of `cfg`, on `comm` (nullptr: a world of one without MPI).
 TrainRun train(const JobConfig& cfg, Communicator* comm, int steps) {
   auto backend = make_cpu_backend();
-  std::unique_ptr<Trainer> t = comm ? must(Trainer::create(cfg, *backend, *comm), "Trainer::create")
-                                    : must(Trainer::create(cfg, *backend), "Trainer::create (1 rank)");
+  std::unique_ptr<Trainer> t =
+      comm ? must(Trainer::create(cfg, *backend, *comm), "Trainer::create")
+           : must(Trainer::create(cfg, *backend), "Trainer::create (1 rank)");
   TrainRun r;
   r.plan = t->plan();
   r.w0 = must(t->master_weights(), "master_weights");
@@ -56,7 +56,9 @@ TrainRun train(const JobConfig& cfg, Communicator* comm, int steps) {
 }
 
 enum class Prec { kF32, kBF16, kF16 };
-const char* prec_name(Prec p) { return p == Prec::kF32 ? "fp32" : p == Prec::kBF16 ? "bf16" : "fp16"; }
+const char* prec_name(Prec p) {
+  return p == Prec::kF32 ? "fp32" : p == Prec::kBF16 ? "bf16" : "fp16";
+}
 
 struct Case {
   int stage = 0;
@@ -100,15 +102,7 @@ constexpr int64_t kSmallBucket = 2048;
 // range and stays below it as training proceeds (measured with a threshold search on the 1-rank
 // run).
 std::vector<uint16_t> periodic_tokens(size_t n) {
-  std::vector<uint16_t> pattern(kBlock);
-  uint32_t s = 2654435761u;
-  for (uint16_t& t : pattern) {
-    s = s * 1664525u + 1013904223u;
-    t = static_cast<uint16_t>((s >> 10) % kVocab);
-  }
-  std::vector<uint16_t> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = pattern[i % pattern.size()];
-  return out;
+  return testing::periodic_tokens(n, kBlock, kVocab);
 }
 
 struct DataFiles {
@@ -163,9 +157,12 @@ struct Tolerance {
 };
 Tolerance tolerance(Prec p) {
   switch (p) {
-    case Prec::kF32: return {1e-5, 1e-5, 1e-5, 1e-4};
-    case Prec::kBF16: return {2e-3, 5e-2, 2e-2, 1e-1};
-    case Prec::kF16: return {2e-4, 1e-2, 5e-4, 5e-2};
+    case Prec::kF32:
+      return {1e-5, 1e-5, 1e-5, 1e-4};
+    case Prec::kBF16:
+      return {2e-3, 5e-2, 2e-2, 1e-1};
+    case Prec::kF16:
+      return {2e-4, 1e-2, 5e-4, 5e-2};
   }
   return {};
 }
@@ -214,7 +211,8 @@ WeightDiff compare_weights(const TrainRun& dist, const TrainRun& ref) {
     }
   }
   for (size_t i = 0; i < dist.w.size(); ++i)
-    if (!covered[i]) d.padding_max = std::max(d.padding_max, std::fabs(static_cast<double>(dist.w[i])));
+    if (!covered[i])
+      d.padding_max = std::max(d.padding_max, std::fabs(static_cast<double>(dist.w[i])));
   return d;
 }
 
@@ -318,11 +316,11 @@ TEST_P(ZeroEquivalence, MatchesOneRankStageZero) {
   EXPECT_LE(d.key_bias_max_abs, 2.0 * cfg.optimizer.lr * kSteps)
       << "attention key bias (zero exact gradient) moved further than AdamW steps of lr allow";
   if (comm_->rank() == 0)
-    std::printf("  [%s] N=%d final loss %.7f vs %.7f; max rel diff loss %.2g grad_norm %.2g; "
-                "max|dw| %.3g (max|w| %.3g, key bias %.3g), update rel %.3g\n",
-                case_name(c).c_str(), world_, dist.steps.back().loss, ref.steps.back().loss,
-                loss_rel_max, grad_norm_rel_max, d.max_abs, d.max_ref, d.key_bias_max_abs,
-                update_rel);
+    std::printf(
+        "  [%s] N=%d final loss %.7f vs %.7f; max rel diff loss %.2g grad_norm %.2g; "
+        "max|dw| %.3g (max|w| %.3g, key bias %.3g), update rel %.3g\n",
+        case_name(c).c_str(), world_, dist.steps.back().loss, ref.steps.back().loss, loss_rel_max,
+        grad_norm_rel_max, d.max_abs, d.max_ref, d.key_bias_max_abs, update_rel);
 }
 
 std::vector<Case> equivalence_cases() {
@@ -375,7 +373,9 @@ std::vector<Case> equivalence_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::ValuesIn(equivalence_cases()),
-                         [](const ::testing::TestParamInfo<Case>& i) { return case_name(i.param); });
+                         [](const ::testing::TestParamInfo<Case>& i) {
+                           return case_name(i.param);
+                         });
 
 }  // namespace
 }  // namespace zt
