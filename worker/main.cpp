@@ -307,8 +307,11 @@ int run(int argc, char** argv) {
     double local[2] = {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
         0.0};
+    const zt::ParamLayout& layout = trainer->layout();
     for (const auto& p : trainer->engine().held_pieces())
-      local[1] += static_cast<double>(p.count) * zt::ZeroEngine::kNumStates * sizeof(float);
+      for (const zt::CheckpointStateInfo& st : trainer->engine().checkpoint_states())
+        if (zt::state_applies(st, layout.entries[static_cast<size_t>(p.param)].spec))
+          local[1] += static_cast<double>(p.count) * sizeof(float);
     double ms = 0.0, bytes = 0.0;
     MPI_Reduce(&local[0], &ms, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
     MPI_Reduce(&local[1], &bytes, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);

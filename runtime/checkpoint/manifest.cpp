@@ -13,6 +13,7 @@
 
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/optim/lr_schedule.h"
+#include "runtime/optim/optimizer.h"
 
 namespace zt {
 
@@ -62,8 +63,10 @@ struct Fields {
 std::string shard_file_name(int rank) { return fmt::format("rank_{:05d}.safetensors", rank); }
 
 std::vector<std::string> optimizer_state_names(const OptimizerConfig& optimizer) {
-  (void)optimizer;  // AdamW and Adam (decoupled decay) keep the same states
-  return {"master", "exp_avg", "exp_avg_sq"};
+  std::vector<std::string> names = {"master"};
+  for (const CheckpointStateInfo& s : optimizer_checkpoint_states(optimizer))
+    names.push_back(s.name);
+  return names;
 }
 
 std::vector<ParamRange> checkpoint_ranges(const PartitionPlan& plan, int rank) {
@@ -128,9 +131,23 @@ std::string manifest_to_json(const Manifest& m) {
   j["dtype"] = m.dtype;
   j["world_size"] = m.world_size;
   j["zero_stage"] = m.zero_stage;
-  j["optimizer"] = {{"type", m.optimizer_type}, {"states", m.optimizer_states},
-                    {"lr", m.optimizer.lr},     {"betas", {m.optimizer.beta1, m.optimizer.beta2}},
-                    {"eps", m.optimizer.eps},   {"weight_decay", m.optimizer.weight_decay}};
+  const OptimizerConfig& o = m.optimizer;
+  j["optimizer"] = {{"type", m.optimizer_type},
+                    {"states", m.optimizer_states},
+                    {"lr", o.lr},
+                    {"betas", {o.beta1, o.beta2}},
+                    {"eps", o.eps},
+                    {"weight_decay", o.weight_decay},
+                    {"eps2", o.eps2},
+                    {"clip_threshold", o.clip_threshold},
+                    {"decay_rate", o.decay_rate},
+                    {"use_first_moment", o.use_first_moment},
+                    {"scale_parameter", o.scale_parameter},
+                    {"relative_step", o.relative_step},
+                    {"warmup_init", o.warmup_init},
+                    {"momentum", o.momentum},
+                    {"dampening", o.dampening},
+                    {"nesterov", o.nesterov}};
   j["scheduler"] = {{"type", m.scheduler_type},
                     {"last_batch_iteration", m.trainer.applied_steps - 1},
                     {"lr", m.lr}};
@@ -213,7 +230,7 @@ Result<Manifest> manifest_from_json(const std::string& text, const std::string& 
       if (!s.is_string()) f.bad("optimizer.states", "expected strings");
       m.optimizer_states.push_back(s.get<std::string>());
     }
-    m.optimizer.type = m.optimizer_type;
+    m.optimizer = OptimizerConfig::defaults_for(m.optimizer_type);
     m.optimizer.lr = f.get<float>(opt, "optimizer", "lr");
     const json& betas = f.at(opt, "optimizer", "betas");
     if (!betas.is_array() || betas.size() != 2 || !betas[0].is_number() || !betas[1].is_number())
@@ -222,6 +239,23 @@ Result<Manifest> manifest_from_json(const std::string& text, const std::string& 
     m.optimizer.beta2 = betas[1].get<float>();
     m.optimizer.eps = f.get<float>(opt, "optimizer", "eps");
     m.optimizer.weight_decay = f.get<float>(opt, "optimizer", "weight_decay");
+    // Hyperparameters of the other optimizers (absent from manifests written before they were).
+    auto opt_real = [&](const char* key, float* out) {
+      if (opt.contains(key)) *out = f.get<float>(opt, "optimizer", key);
+    };
+    auto opt_bool = [&](const char* key, bool* out) {
+      if (opt.contains(key)) *out = f.get<bool>(opt, "optimizer", key);
+    };
+    opt_real("eps2", &m.optimizer.eps2);
+    opt_real("clip_threshold", &m.optimizer.clip_threshold);
+    opt_real("decay_rate", &m.optimizer.decay_rate);
+    opt_bool("use_first_moment", &m.optimizer.use_first_moment);
+    opt_bool("scale_parameter", &m.optimizer.scale_parameter);
+    opt_bool("relative_step", &m.optimizer.relative_step);
+    opt_bool("warmup_init", &m.optimizer.warmup_init);
+    opt_real("momentum", &m.optimizer.momentum);
+    opt_real("dampening", &m.optimizer.dampening);
+    opt_bool("nesterov", &m.optimizer.nesterov);
     const json& sched = f.at(j, "", "scheduler");
     m.scheduler_type = f.get<std::string>(sched, "scheduler", "type");
     m.lr = f.get<double>(sched, "scheduler", "lr");
@@ -403,7 +437,14 @@ Result<std::vector<std::string>> check_resume_compatible(const Manifest& m, cons
   if (a.n_layer != b.n_layer) return mismatch("model.n_layer", a.n_layer, b.n_layer);
   if (a.n_head != b.n_head) return mismatch("model.n_head", a.n_head, b.n_head);
   if (a.n_embd != b.n_embd) return mismatch("model.n_embd", a.n_embd, b.n_embd);
-  if (m.optimizer_states != optimizer_state_names(cfg.optimizer))
+  // AdamW and Adam (decoupled either way) continue each other; other types do not, even where
+  // their states share names (AdamW and AdamW8bit).
+  auto family = [](const std::string& type) {
+    const OptimizerConfig c = OptimizerConfig::defaults_for(type);
+    return c.is_8bit() ? std::string("8bit") : c.is_adam() ? std::string("adam") : type;
+  };
+  if (family(m.optimizer_type) != family(cfg.optimizer.type) ||
+      m.optimizer_states != optimizer_state_names(cfg.optimizer))
     return mismatch("optimizer.type", m.optimizer_type, cfg.optimizer.type);
 
   std::vector<std::string> notes;

@@ -15,42 +15,59 @@ namespace zt {
 
 namespace fs = std::filesystem;
 
-Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
-                                     const std::vector<std::string>& state_names, bool copy,
+Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step, bool copy,
                                      Buffer reuse) {
   ShardSnapshot s;
   s.rank = engine.rank();
   s.world_size = engine.world_size();
   s.step = step;
-  s.state_names = state_names;
-  ZT_CHECK(static_cast<int>(state_names.size()) == ZeroEngine::kNumStates,
-           "{} state names for {} optimizer states", state_names.size(), ZeroEngine::kNumStates);
-  const std::vector<PartitionPlan::ShardPiece>& pieces = engine.checkpoint_pieces();
   s.pieces = checkpoint_ranges(engine.plan(), engine.rank());
-  int64_t elements = 0;
-  for (const PartitionPlan::ShardPiece& p : pieces) elements += p.count;
-  if (!copy) {
-    for (int k = 0; k < ZeroEngine::kNumStates; ++k)
-      for (const PartitionPlan::ShardPiece& p : pieces)
-        s.sources.push_back(engine.state_data(k, p.param, p.param_begin));
-    return s;
+  const ParamLayout& layout = engine.plan().layout;
+  const std::vector<CheckpointStateInfo>& states = engine.checkpoint_states();
+  const std::vector<PartitionPlan::ShardPiece>& pieces = engine.checkpoint_pieces();
+
+  // What to write, and which tensors need a copy: (state, piece) pairs.
+  struct Item {
+    int k;
+    const PartitionPlan::ShardPiece* piece;
+    float* view;
+  };
+  std::vector<Item> items;
+  int64_t copy_elems = 0;
+  for (int k = 0; k < static_cast<int>(states.size()); ++k) {
+    const CheckpointStateInfo& st = states[static_cast<size_t>(k)];
+    for (const PartitionPlan::ShardPiece& p : pieces) {
+      const ParamSpec& spec = layout.entries[static_cast<size_t>(p.param)].spec;
+      if (!state_applies(st, spec) || (st.whole && p.param_begin != 0)) continue;
+      float* view = copy || st.whole ? nullptr : engine.state_view(k, p.param, p.param_begin);
+      if (!view) copy_elems += st.whole ? state_numel(st, spec) : p.count;
+      items.push_back({k, &p, view});
+      s.tensors.push_back({shard_tensor_name(st.name, spec.name),
+                           st.whole ? state_numel(st, spec) : p.count, view});
+    }
   }
-  const size_t bytes = static_cast<size_t>(elements) * ZeroEngine::kNumStates * sizeof(float);
-  if (!reuse.empty() && reuse.bytes() >= bytes) {
-    s.data = std::move(reuse);
-  } else {
-    reuse = Buffer{};  // released before the new one: never two snapshots' worth
-    ZT_ASSIGN_OR_RETURN(s.data,
-                        backend.allocate(std::max<size_t>(bytes, 1), MemCategory::kWorkspace));
+  const size_t bytes = static_cast<size_t>(copy_elems) * sizeof(float);
+  if (bytes > 0) {
+    if (!reuse.empty() && reuse.bytes() >= bytes) {
+      s.data = std::move(reuse);
+    } else {
+      reuse = Buffer{};  // released before the new one: never two snapshots' worth
+      ZT_ASSIGN_OR_RETURN(s.data, backend.allocate(bytes, MemCategory::kWorkspace));
+    }
   }
   float* out = static_cast<float*>(s.data.data());
-  for (int k = 0; k < ZeroEngine::kNumStates; ++k)
-    for (const PartitionPlan::ShardPiece& p : pieces) {
-      backend.copy(out, engine.state_data(k, p.param, p.param_begin),
-                   static_cast<size_t>(p.count) * sizeof(float));
-      s.sources.push_back(out);
-      out += p.count;
-    }
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item& it = items[i];
+    if (it.view) continue;
+    const CheckpointStateInfo& st = states[static_cast<size_t>(it.k)];
+    if (st.whole)
+      engine.read_whole(it.k, it.piece->param, out);
+    else
+      ZT_RETURN_IF_ERROR(
+          engine.read_state(it.k, it.piece->param, it.piece->param_begin, it.piece->count, out));
+    s.tensors[i].src = out;
+    out += s.tensors[i].count;
+  }
   backend.synchronize();
   return s;
 }
@@ -60,9 +77,7 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   WrittenShard w;
   w.file = shard_file_name(s.rank);
   std::vector<TensorSpec> specs;
-  for (const std::string& state : s.state_names)
-    for (const ParamRange& p : s.pieces)
-      specs.push_back({shard_tensor_name(state, p.param), DType::kF32, {p.count}});
+  for (const SnapshotTensor& t : s.tensors) specs.push_back({t.name, DType::kF32, {t.count}});
   std::map<std::string, std::string> meta = {
       {"format", "zerotrain-shard"},
       {"format_version", std::to_string(kCheckpointFormatVersion)},
@@ -72,12 +87,8 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   const std::string path = (fs::path(dir) / w.file).string();
   ZT_ASSIGN_OR_RETURN(SafetensorsWriter writer,
                       SafetensorsWriter::create(path, std::move(specs), std::move(meta)));
-  ZT_CHECK(s.sources.size() == s.state_names.size() * s.pieces.size(), "snapshot of {} tensors",
-           s.sources.size());
-  for (size_t k = 0; k < s.state_names.size(); ++k)
-    for (size_t i = 0; i < s.pieces.size(); ++i)
-      ZT_RETURN_IF_ERROR(writer.write_tensor(shard_tensor_name(s.state_names[k], s.pieces[i].param),
-                                             s.sources[k * s.pieces.size() + i], DType::kF32));
+  for (const SnapshotTensor& t : s.tensors)
+    ZT_RETURN_IF_ERROR(writer.write_tensor(t.name, t.src, DType::kF32));
   ZT_RETURN_IF_ERROR(writer.finish());
   w.size = writer.bytes_written();
   w.xxh3 = writer.xxh3();
@@ -107,10 +118,14 @@ namespace {
 // Copies what this rank holds out of the shard files; not collective.
 Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& engine) {
   const ParamLayout& layout = engine.plan().layout;
-  if (m.optimizer_states.size() != static_cast<size_t>(ZeroEngine::kNumStates))
-    return make_error(StatusCode::kDataError,
-                      "{}: the checkpoint stores {} optimizer states, this optimizer keeps {}", dir,
-                      m.optimizer_states.size(), ZeroEngine::kNumStates);
+  const std::vector<CheckpointStateInfo>& states = engine.checkpoint_states();
+  std::vector<std::string> names;
+  for (const CheckpointStateInfo& st : states) names.push_back(st.name);
+  if (m.optimizer_states != names)
+    return make_error(
+        StatusCode::kDataError,
+        "{}: the checkpoint stores the optimizer states [{}], this optimizer keeps [{}]", dir,
+        fmt::join(m.optimizer_states, ", "), fmt::join(names, ", "));
   ZT_ASSIGN_OR_RETURN(const PieceIndex index, index_pieces(m, layout, dir));
 
   std::vector<std::optional<SafetensorsReader>> readers(m.shards.size());
@@ -123,22 +138,45 @@ Status load_held_state(const std::string& dir, const Manifest& m, ZeroEngine& en
     return &*readers[s];
   };
 
-  for (const PartitionPlan::ShardPiece& want : engine.held_pieces()) {
-    const std::string& name = layout.entries[static_cast<size_t>(want.param)].spec.name;
+  const std::vector<PartitionPlan::ShardPiece> held = engine.held_pieces();
+  std::vector<float> staging;
+  for (size_t h = 0; h < held.size(); ++h) {
+    const PartitionPlan::ShardPiece& want = held[h];
+    const ParamSpec& spec = layout.entries[static_cast<size_t>(want.param)].spec;
+    const std::vector<PieceSource>& sources = index.at(spec.name);
     const int64_t lo = want.param_begin, hi = want.param_begin + want.count;
-    for (int k = 0; k < ZeroEngine::kNumStates; ++k) {
+    for (int k = 0; k < static_cast<int>(states.size()); ++k) {
+      const CheckpointStateInfo& st = states[static_cast<size_t>(k)];
+      if (!state_applies(st, spec)) continue;
+      if (st.whole) {
+        // Written once, by the rank whose piece starts the parameter.
+        const PieceSource& src = sources.front();
+        ZT_ASSIGN_OR_RETURN(const SafetensorsReader* r, reader(src.shard));
+        ZT_ASSIGN_OR_RETURN(const TensorInfo* t,
+                            find_state_tensor(*r, st.name, spec.name, state_numel(st, spec)));
+        staging.resize(static_cast<size_t>(state_numel(st, spec)));
+        std::memcpy(staging.data(), t->bytes.data(), staging.size() * sizeof(float));
+        engine.write_whole(k, want.param, staging.data());
+        continue;
+      }
+      // Straight into the engine's memory where the state is plain fp32 there; else staged.
+      float* dst = engine.state_view(k, want.param, lo);
+      if (!dst) {
+        staging.resize(static_cast<size_t>(want.count));
+        dst = staging.data();
+      }
       // The pieces tile the parameter (index_pieces), so their overlaps with [lo, hi) fill it.
-      for (const PieceSource& src : index.at(name)) {
+      for (const PieceSource& src : sources) {
         const int64_t b = std::max(lo, src.begin), e = std::min(hi, src.begin + src.count);
         if (b >= e) continue;
         ZT_ASSIGN_OR_RETURN(const SafetensorsReader* r, reader(src.shard));
-        ZT_ASSIGN_OR_RETURN(
-            const TensorInfo* t,
-            find_state_tensor(*r, m.optimizer_states[static_cast<size_t>(k)], name, src.count));
-        std::memcpy(engine.state_data(k, want.param, b),
+        ZT_ASSIGN_OR_RETURN(const TensorInfo* t,
+                            find_state_tensor(*r, st.name, spec.name, src.count));
+        std::memcpy(dst + (b - lo),
                     t->bytes.data() + (b - src.begin) * static_cast<int64_t>(sizeof(float)),
                     static_cast<size_t>(e - b) * sizeof(float));
       }
+      if (dst == staging.data()) ZT_RETURN_IF_ERROR(engine.write_state(k, h, dst));
     }
   }
   return Status::ok();

@@ -16,25 +16,30 @@
 
 namespace zt {
 
-// The optimizer state a rank writes: for state k and piece i, pieces[i].count floats at
-// sources[k * pieces.size() + i]. A copy (taken so training can go on while it is written) owns
-// them in `data`, charged to the workspace category; a view (for a synchronous write, which needs
-// no copy) points into the engine and is valid only until the next optimizer step.
+// The tensors a rank writes: every ranged checkpoint state (master weights first, then the
+// optimizer's; Note [optimizer state]) of each of its pieces where the state applies, then the
+// whole states of the parameters whose first element it holds. A copy (taken so training can go on
+// while it is written) owns the values in `data`, charged to the workspace category; a view (for a
+// synchronous write) points into the engine where a state is plain fp32 in memory and is valid only
+// until the next optimizer step (states held otherwise — NVMe, 8-bit — are copied even then).
+struct SnapshotTensor {
+  std::string name;  // "<state>/<parameter>"
+  int64_t count = 0;
+  const float* src = nullptr;
+};
 struct ShardSnapshot {
   int rank = 0;
   int world_size = 0;
   int64_t step = 0;
-  std::vector<std::string> state_names;
   std::vector<ParamRange> pieces;
-  std::vector<const float*> sources;
-  Buffer data;  // empty for a view
+  std::vector<SnapshotTensor> tensors;
+  Buffer data;
 };
 
-// This rank's checkpoint pieces of every optimizer state in `engine`: copied (`copy`), into
-// `reuse` when it is large enough — the previous snapshot's buffer: a fresh one costs a page fault
-// per 4 KiB, several times the copy itself — or as a view.
-Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step,
-                                     const std::vector<std::string>& state_names, bool copy,
+// This rank's checkpoint tensors from `engine`: copied (`copy`), into `reuse` when it is large
+// enough — the previous snapshot's buffer: a fresh one costs a page fault per 4 KiB, several times
+// the copy itself — or as a view.
+Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step, bool copy,
                                      Buffer reuse = {});
 
 struct WrittenShard {

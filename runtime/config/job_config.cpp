@@ -33,6 +33,25 @@
 #include <yaml-cpp/yaml.h>
 
 namespace zt {
+
+OptimizerConfig OptimizerConfig::defaults_for(const std::string& type) {
+  OptimizerConfig c;
+  c.type = type;
+  if (type == "Adafactor") {
+    c.lr = 0.0f;  // unused while relative_step
+    c.eps = 1e-30f;
+    c.weight_decay = 0.0f;
+  } else if (type == "SGD") {
+    c.weight_decay = 0.0f;
+  } else if (type == "Lion") {
+    c.lr = 1e-4f;
+    c.beta2 = 0.99f;
+    c.weight_decay = 0.0f;
+  } else if (type == "Adam8bit") {
+    c.weight_decay = 0.0f;  // bitsandbytes' Adam8bit default
+  }
+  return c;
+}
 namespace {
 
 namespace fs = std::filesystem;
@@ -66,7 +85,13 @@ constexpr std::string_view kModelKeys[] = {"family", "vocab_size", "block_size",
 constexpr std::string_view kDataKeys[] = {"path", "format", "shuffle", "seed"};
 constexpr std::string_view kTrainKeys[] = {"steps"};
 constexpr std::string_view kOptimizerKeys[] = {"type", "params"};
-constexpr std::string_view kOptimizerParamKeys[] = {"lr", "betas", "eps", "weight_decay"};
+constexpr std::string_view kOptimizerTypes[] = {"AdamW",     "Adam", "AdamW8bit", "Adam8bit",
+                                                "Adafactor", "SGD",  "Lion"};
+constexpr const char* kOptimizerTypeList = "AdamW, Adam, AdamW8bit, Adam8bit, Adafactor, SGD, Lion";
+constexpr std::string_view kOptimizerParamKeys[] = {
+    "lr",      "betas",           "eps",           "weight_decay", "clip_threshold", "decay_rate",
+    "beta1",   "scale_parameter", "relative_step", "warmup_init",  "momentum",       "dampening",
+    "nesterov"};
 constexpr std::string_view kSchedulerKeys[] = {"type", "params"};
 // DeepSpeed's scheduler classes take different parameters; each type accepts only its own.
 constexpr std::string_view kWarmupLRKeys[] = {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps",
@@ -89,7 +114,8 @@ constexpr std::string_view kZeroKeys[] = {"stage",
                                           "overlap_comm",
                                           "stage3_prefetch_bucket_size",
                                           "stage3_param_persistence_threshold"};
-constexpr std::string_view kOffloadKeys[] = {"device", "nvme_path", "buffer_count", "pin_memory"};
+constexpr std::string_view kOffloadKeys[] = {"device", "nvme_path", "buffer_count", "pin_memory",
+                                             "buffer_size"};
 constexpr std::string_view kActivationCheckpointingKeys[] = {"policy", "every_n"};
 constexpr std::string_view kCheckpointKeys[] = {"every_steps", "keep_last", "async", "on_stop",
                                                 "at_end"};
@@ -716,45 +742,104 @@ void Parser::parse_optimizer(const YAML::Node& root) {
   if (!o) return;
   OptimizerConfig& oc = cfg_.optimizer;
   std::string type;
-  if (require(*o, "optimizer", "type", "AdamW or Adam") &&
+  if (require(*o, "optimizer", "type", kOptimizerTypeList) &&
       get_string(*o, "optimizer", "type", &type)) {
     // DeepSpeed matches optimizer names case-insensitively ("adamw", "AdamW").
     const std::string t = lower(type);
-    if (t == "adamw") {
-      oc.type = "AdamW";
-    } else if (t == "adam") {
-      oc.type = "Adam";  // DeepSpeed's Adam defaults to adam_w_mode: decoupled weight decay
-    } else {
-      fail("optimizer.type", fmt::format("'{}' is not supported (supported: AdamW, Adam)", type));
+    bool known = false;
+    for (std::string_view name : kOptimizerTypes) {
+      if (lower(std::string(name)) == t) {
+        oc = OptimizerConfig::defaults_for(std::string(name));
+        known = true;
+      }
     }
+    if (!known)
+      fail("optimizer.type",
+           fmt::format("'{}' is not supported (supported: {})", type, kOptimizerTypeList));
   }
   auto p = section(*o, "optimizer", "params", kOptimizerParamKeys, Need::kOptional);
   if (!p) return;
   const std::string sec = "optimizer.params";
+  // Keys of another optimizer are errors, not ignored: "momentum" on AdamW would silently do
+  // nothing.
+  const bool adafactor = oc.type == "Adafactor", sgd = oc.type == "SGD", lion = oc.type == "Lion";
+  auto applies = [&](std::string_view key) {
+    if (key == "lr" || key == "weight_decay") return true;
+    if (key == "betas") return oc.is_adam() || lion;
+    if (key == "eps") return oc.is_adam() || adafactor;
+    if (key == "momentum" || key == "dampening" || key == "nesterov") return sgd;
+    return adafactor;  // clip_threshold, decay_rate, beta1, scale_parameter, relative_step, ...
+  };
+  for (const auto& kv : *p) {
+    const std::string key = kv.first.Scalar();
+    if (!applies(key))
+      fail(join(sec, key), fmt::format("does not apply to optimizer.type {}", oc.type));
+  }
   if (get_real(*p, sec, "lr", &oc.lr)) check_min(sec + ".lr", oc.lr, 0, true);
-  if (get_real(*p, sec, "eps", &oc.eps)) check_min(sec + ".eps", oc.eps, 0, false);
   if (get_real(*p, sec, "weight_decay", &oc.weight_decay)) {
     check_min(sec + ".weight_decay", oc.weight_decay, 0, true);
   }
-  const YAML::Node betas = (*p)["betas"];
-  if (betas.IsDefined()) {
-    const std::string path = sec + ".betas";
-    if (!betas.IsSequence() || betas.size() != 2) {
-      type_error(path, betas, "a list of two numbers [beta1, beta2]");
+  auto get_pair = [&](std::string_view key, float* a, float* b, bool unit_interval) {
+    const YAML::Node v = (*p)[std::string(key)];
+    if (!v.IsDefined()) return;
+    const std::string path = join(sec, key);
+    if (!v.IsSequence() || v.size() != 2) {
+      type_error(path, v, "a list of two numbers");
       return;
     }
-    float b[2] = {0, 0};
+    float x[2] = {0, 0};
     for (size_t i = 0; i < 2; ++i) {
-      const YAML::Node e = betas[i];
+      const YAML::Node e = v[i];
       const std::string elem = fmt::format("{}[{}]", path, i);
-      if (!is_plain_scalar(e) || !parse_real(e.Scalar(), &b[i])) {
+      if (!is_plain_scalar(e) || !parse_real(e.Scalar(), &x[i])) {
         fail_at(line_of_node(e), elem, fmt::format("expected a number, got {}", describe(e)));
-      } else if (!(b[i] >= 0 && b[i] < 1)) {
-        fail_at(line_of_node(e), elem, fmt::format("must be in [0, 1), got {}", b[i]));
+      } else if (unit_interval && !(x[i] >= 0 && x[i] < 1)) {
+        fail_at(line_of_node(e), elem, fmt::format("must be in [0, 1), got {}", x[i]));
+      } else if (!unit_interval && !(x[i] >= 0)) {
+        fail_at(line_of_node(e), elem, fmt::format("must be >= 0, got {}", x[i]));
       }
     }
-    oc.beta1 = b[0];
-    oc.beta2 = b[1];
+    *a = x[0];
+    *b = x[1];
+  };
+  get_pair("betas", &oc.beta1, &oc.beta2, true);
+  if (adafactor) {
+    get_pair("eps", &oc.eps, &oc.eps2, false);
+    if (get_real(*p, sec, "clip_threshold", &oc.clip_threshold))
+      check_min(sec + ".clip_threshold", oc.clip_threshold, 0, false);
+    if (get_real(*p, sec, "decay_rate", &oc.decay_rate) && !(oc.decay_rate < 0))
+      fail(sec + ".decay_rate", fmt::format("must be < 0, got {}", oc.decay_rate));
+    const YAML::Node b1 = (*p)["beta1"];
+    if (b1.IsDefined() && !b1.IsNull() && !(is_plain_scalar(b1) && lower(b1.Scalar()) == "null")) {
+      if (get_real(*p, sec, "beta1", &oc.beta1)) {
+        oc.use_first_moment = true;
+        if (!(oc.beta1 >= 0 && oc.beta1 < 1))
+          fail(sec + ".beta1", fmt::format("must be in [0, 1) or null, got {}", oc.beta1));
+      }
+    }
+    get_bool(*p, sec, "scale_parameter", &oc.scale_parameter);
+    get_bool(*p, sec, "relative_step", &oc.relative_step);
+    get_bool(*p, sec, "warmup_init", &oc.warmup_init);
+    // Hugging Face refuses the same combinations.
+    if (oc.relative_step && given(sec + ".lr"))
+      fail(sec + ".lr",
+           "cannot be combined with relative_step: true (the step size is "
+           "min(1e-2, 1/sqrt(t))); set relative_step: false to use lr");
+    if (!oc.relative_step && !given(sec + ".lr"))
+      fail(sec + ".relative_step", "false needs optimizer.params.lr (the step size to use)");
+    if (oc.warmup_init && !oc.relative_step)
+      fail(sec + ".warmup_init", "needs relative_step: true");
+  } else if (get_real(*p, sec, "eps", &oc.eps)) {
+    check_min(sec + ".eps", oc.eps, 0, false);
+  }
+  if (sgd) {
+    if (get_real(*p, sec, "momentum", &oc.momentum))
+      check_min(sec + ".momentum", oc.momentum, 0, true);
+    if (get_real(*p, sec, "dampening", &oc.dampening))
+      check_min(sec + ".dampening", oc.dampening, 0, true);
+    get_bool(*p, sec, "nesterov", &oc.nesterov);
+    if (oc.nesterov && (oc.momentum <= 0 || oc.dampening != 0))
+      fail(sec + ".nesterov", "needs momentum > 0 and dampening 0 (as torch.optim.SGD)");
   }
 }
 
@@ -839,6 +924,7 @@ void Parser::parse_offload(const YAML::Node& zero, std::string_view key, Offload
   get_path(*o, sec, "nvme_path", /*must_exist=*/false, "", &out->nvme_path);
   get_int(*o, sec, "buffer_count", 1, 1024, &out->buffer_count);
   get_bool(*o, sec, "pin_memory", &out->pin_memory);
+  get_int(*o, sec, "buffer_size", 4096, kInt64Max, &out->buffer_size);
 }
 
 void Parser::parse_zero(const YAML::Node& root) {
@@ -973,6 +1059,12 @@ void Parser::check_combinations() {
                      choice_name(kOffloadDevices, z.offload_optimizer.device)));
   }
 
+  if (cfg_.optimizer.type == "Adafactor" && cfg_.optimizer.relative_step &&
+      !cfg_.scheduler.type.empty())
+    fail("scheduler.type",
+         "has no effect: Adafactor with relative_step: true sets its own step "
+         "size; remove the scheduler or set optimizer.params.relative_step: false");
+
   const SchedulerConfig& s = cfg_.scheduler;
   const std::string sp = "scheduler.params";
   if (!s.type.empty()) {
@@ -1104,6 +1196,7 @@ void emit_offload(std::string& y, std::string_view name, const OffloadConfig& o)
   fmt::format_to(out, "    nvme_path: {}\n", yaml_quoted(o.nvme_path));
   fmt::format_to(out, "    buffer_count: {}\n", o.buffer_count);
   fmt::format_to(out, "    pin_memory: {}\n", bool_text(o.pin_memory));
+  fmt::format_to(out, "    buffer_size: {}\n", o.buffer_size);
 }
 
 }  // namespace
@@ -1251,9 +1344,25 @@ std::string to_yaml(const JobConfig& c) {
 
   const OptimizerConfig& o = c.optimizer;
   fmt::format_to(out, "optimizer:\n  type: {}\n  params:\n", o.type);
-  fmt::format_to(out, "    lr: {}\n", real_text(o.lr));
-  fmt::format_to(out, "    betas: [{}, {}]\n", real_text(o.beta1), real_text(o.beta2));
-  fmt::format_to(out, "    eps: {}\n", real_text(o.eps));
+  if (o.type != "Adafactor" || !o.relative_step)
+    fmt::format_to(out, "    lr: {}\n", real_text(o.lr));
+  if (o.is_adam() || o.type == "Lion")
+    fmt::format_to(out, "    betas: [{}, {}]\n", real_text(o.beta1), real_text(o.beta2));
+  if (o.is_adam()) fmt::format_to(out, "    eps: {}\n", real_text(o.eps));
+  if (o.type == "Adafactor") {
+    fmt::format_to(out, "    eps: [{}, {}]\n", real_text(o.eps), real_text(o.eps2));
+    fmt::format_to(out, "    clip_threshold: {}\n", real_text(o.clip_threshold));
+    fmt::format_to(out, "    decay_rate: {}\n", real_text(o.decay_rate));
+    fmt::format_to(out, "    beta1: {}\n", o.use_first_moment ? real_text(o.beta1) : "null");
+    fmt::format_to(out, "    scale_parameter: {}\n", bool_text(o.scale_parameter));
+    fmt::format_to(out, "    relative_step: {}\n", bool_text(o.relative_step));
+    fmt::format_to(out, "    warmup_init: {}\n", bool_text(o.warmup_init));
+  }
+  if (o.type == "SGD") {
+    fmt::format_to(out, "    momentum: {}\n", real_text(o.momentum));
+    fmt::format_to(out, "    dampening: {}\n", real_text(o.dampening));
+    fmt::format_to(out, "    nesterov: {}\n", bool_text(o.nesterov));
+  }
   fmt::format_to(out, "    weight_decay: {}\n\n", real_text(o.weight_decay));
 
   const SchedulerConfig& s = c.scheduler;

@@ -1,8 +1,9 @@
 // JobConfig: the validated, typed form of a job's YAML/JSON config. Key names and meanings follow
 // DeepSpeed's where DeepSpeed has the thing (train_batch_size, optimizer{type,params}, fp16{...},
-// zero_optimization{...}); zerotrain's own sections are model, data, train, activation_checkpointing,
-// checkpoint and backend. Parsing rejects unknown keys, wrong types, out-of-range values and
-// impossible combinations with a message naming the key path and the source line.
+// zero_optimization{...}); zerotrain's own sections are model, data, train,
+// activation_checkpointing, checkpoint and backend. Parsing rejects unknown keys, wrong types,
+// out-of-range values and impossible combinations with a message naming the key path and the source
+// line.
 #pragma once
 
 #include <cstdint>
@@ -36,14 +37,40 @@ struct DataConfig {
   bool operator==(const DataConfig&) const = default;
 };
 
+// optimizer.type and its hyperparameters (optimizer.params). Which keys apply depends on the type;
+// defaults are the type's own (OptimizerConfig::defaults_for), as in the reference implementations:
+//   AdamW, Adam            lr 1e-3, betas [0.9, 0.999], eps 1e-8, weight_decay 0.01 (decoupled;
+//                          DeepSpeed's Adam defaults to adam_w_mode)
+//   AdamW8bit, Adam8bit    as AdamW (bitsandbytes' 8-bit Adam/AdamW both decay decoupled)
+//   Adafactor              Hugging Face's defaults: lr none (relative_step), eps [1e-30, 1e-3],
+//                          clip_threshold 1.0, decay_rate -0.8, beta1 none, weight_decay 0,
+//                          scale_parameter, relative_step true, warmup_init false
+//   SGD                    lr 1e-3, momentum 0, dampening 0, weight_decay 0 (L2), nesterov false
+//   Lion                   lr 1e-4, betas [0.9, 0.99], weight_decay 0 (decoupled)
 struct OptimizerConfig {
-  std::string type = "AdamW";  // "AdamW" or "Adam" (DeepSpeed's Adam defaults to adam_w_mode)
+  std::string type =
+      "AdamW";  // canonical spelling: AdamW Adam AdamW8bit Adam8bit Adafactor SGD Lion
   float lr = 1e-3f;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
-  float eps = 1e-8f;
+  float eps = 1e-8f;  // Adafactor: eps[0], added to the squared gradient
   float weight_decay = 0.01f;
+  // Adafactor
+  float eps2 = 1e-3f;  // eps[1]: the floor of the parameter scale
+  float clip_threshold = 1.0f;
+  float decay_rate = -0.8f;
+  bool use_first_moment = false;  // beta1 given (not null)
+  bool scale_parameter = true;
+  bool relative_step = true;
+  bool warmup_init = false;
+  // SGD
+  float momentum = 0.0f;
+  float dampening = 0.0f;
+  bool nesterov = false;
 
+  static OptimizerConfig defaults_for(const std::string& type);
+  bool is_8bit() const { return type == "AdamW8bit" || type == "Adam8bit"; }
+  bool is_adam() const { return type == "AdamW" || type == "Adam" || is_8bit(); }
   bool operator==(const OptimizerConfig&) const = default;
 };
 
@@ -56,9 +83,9 @@ struct SchedulerConfig {
   double warmup_max_lr = 0.001;
   int64_t warmup_num_steps = 1000;
   WarmupType warmup_type = WarmupType::kLog;
-  int64_t total_num_steps = 0;     // WarmupDecayLR, WarmupCosineLR (required there)
-  double warmup_min_ratio = 0.0;   // WarmupCosineLR
-  double cos_min_ratio = 0.0001;   // WarmupCosineLR
+  int64_t total_num_steps = 0;    // WarmupDecayLR, WarmupCosineLR (required there)
+  double warmup_min_ratio = 0.0;  // WarmupCosineLR
+  double cos_min_ratio = 0.0001;  // WarmupCosineLR
 
   bool operator==(const SchedulerConfig&) const = default;
 };
@@ -87,6 +114,8 @@ struct OffloadConfig {
   std::string nvme_path;
   int buffer_count = 4;
   bool pin_memory = false;
+  // Elements per array in each streaming buffer (nvme): the I/O block of the optimizer step.
+  int64_t buffer_size = 1 << 20;
 
   bool operator==(const OffloadConfig&) const = default;
 };
@@ -95,7 +124,7 @@ struct ZeroConfig {
   int stage = 0;
   OffloadConfig offload_optimizer;
   // DeepSpeed keeps one more buffer for parameters (5) than for optimizer states (4).
-  OffloadConfig offload_param = {OffloadDevice::kNone, "", 5, false};
+  OffloadConfig offload_param = {OffloadDevice::kNone, "", 5, false, 100'000'000};
   int64_t reduce_bucket_size = 500'000'000;
   int64_t allgather_bucket_size = 500'000'000;
   bool overlap_comm = false;

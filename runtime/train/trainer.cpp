@@ -1,5 +1,6 @@
 #include "runtime/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -34,10 +35,10 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const JobConfig& cfg, Backend& 
 
 Status Trainer::init() {
   // Nothing falls back silently: what this build cannot do is an error.
-  if (cfg_.zero.offload_optimizer.device != OffloadDevice::kNone ||
-      cfg_.zero.offload_param.device != OffloadDevice::kNone)
+  if (cfg_.zero.offload_param.device != OffloadDevice::kNone)
     return make_error(StatusCode::kUnsupported,
-                      "zero_optimization.offload_* is not available in this build yet; remove it");
+                      "zero_optimization.offload_param is not available in this build yet; remove "
+                      "it (offload_optimizer is)");
   if (cfg_.backend != BackendKind::kCpu)
     return make_error(StatusCode::kUnsupported,
                       "backend: cuda is not available in this build yet; use backend: cpu");
@@ -133,6 +134,11 @@ Result<StepResult> Trainer::step_impl() {
   r.tokens = cfg_.train_batch_size * cfg_.model.block_size;
   r.loss_scale = scaler_.scale();
   r.lr = learning_rate(cfg_.scheduler, cfg_.optimizer.lr, applied_steps_);
+  if (cfg_.optimizer.type == "Adafactor" && cfg_.optimizer.relative_step) {
+    // Adafactor's relative step (before its per-parameter scale): what the run's lr curve shows.
+    const double t = static_cast<double>(applied_steps_ + 1);
+    r.lr = std::min(cfg_.optimizer.warmup_init ? 1e-6 * t : 1e-2, 1.0 / std::sqrt(t));
+  }
   ZT_ASSIGN_OR_RETURN(r.loss, run_micro_batches(step_, r.loss_scale, true));
 
   // fp16: any Inf/NaN in the scaled gradients means overflow: skip the update, shrink the scale.
@@ -155,15 +161,9 @@ Result<StepResult> Trainer::step_impl() {
       if (coef < 1.0) clip = coef;
     }
     ++applied_steps_;
-    const OptimizerConfig& o = cfg_.optimizer;
-    AdamWStep p{};
+    OptimizerStepArgs p;
     p.lr = static_cast<float>(r.lr);
-    p.beta1 = o.beta1;
-    p.beta2 = o.beta2;
-    p.eps = o.eps;
-    p.weight_decay = o.weight_decay;
-    p.bias_corr1 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1), applied_steps_));
-    p.bias_corr2 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2), applied_steps_));
+    p.t = applied_steps_;
     p.grad_scale = static_cast<float>(clip / r.loss_scale);
     ZT_RETURN_IF_ERROR(engine_->optimizer_step(p));
   }
@@ -194,8 +194,7 @@ TrainerState Trainer::state() const {
 }
 
 Result<ShardSnapshot> Trainer::snapshot_shard(bool copy, Buffer reuse) {
-  return zt::snapshot_shard(*engine_, backend_, step_, optimizer_state_names(cfg_.optimizer), copy,
-                            std::move(reuse));
+  return zt::snapshot_shard(*engine_, backend_, step_, copy, std::move(reuse));
 }
 
 Status Trainer::restore(const std::string& dir, const Manifest& m) {

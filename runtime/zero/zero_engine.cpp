@@ -46,7 +46,11 @@ Status ZeroEngine::allocate() {
     return Status::ok();
   };
   const bool fp32 = dtype_ == DType::kF32;
-  if (stage_ <= 2) {
+  const OffloadDevice offload = cfg_.zero.offload_optimizer.device;
+  // fp32 training without offload: the working weights are the master weights.
+  params_alias_master_ = stage_ == 0 && fp32;
+  shard_alias_master_ = stage_ == 3 && fp32 && offload == OffloadDevice::kNone;
+  if (stage_ <= 2 && !params_alias_master_) {
     ZT_RETURN_IF_ERROR(
         alloc(params_full_buf_, params_full_, total, dtype_, MemCategory::kParameters));
   }
@@ -56,18 +60,10 @@ Status ZeroEngine::allocate() {
   if (stage_ >= 1) {
     ZT_RETURN_IF_ERROR(alloc(grad_shard_buf_, grad_shard_, shard, dtype_, MemCategory::kGradients));
   }
-  const int64_t owned = stage_ == 0 ? total : shard;
-  if (stage_ == 0 && fp32) {
-    master_ = params_full_;  // fp32 training: the working weights are the master weights
-  } else {
-    ZT_RETURN_IF_ERROR(
-        alloc(master_buf_, master_, owned, DType::kF32, MemCategory::kOptimizerStates));
-  }
-  ZT_RETURN_IF_ERROR(alloc(m_buf_, m_, owned, DType::kF32, MemCategory::kOptimizerStates));
-  ZT_RETURN_IF_ERROR(alloc(v_buf_, v_, owned, DType::kF32, MemCategory::kOptimizerStates));
+  ZT_RETURN_IF_ERROR(allocate_state());
   if (stage_ == 3) {
-    if (fp32) {
-      param_shard_ = master_;
+    if (shard_alias_master_) {
+      param_shard_ = Tensor(store_->data(0), DType::kF32, {shard});
     } else {
       ZT_RETURN_IF_ERROR(
           alloc(param_shard_buf_, param_shard_, shard, dtype_, MemCategory::kParameters));
@@ -82,28 +78,54 @@ Status ZeroEngine::allocate() {
   }
   gathered_.resize(plan_.units.size());
   unit_grad_buf_.resize(plan_.units.size());
-  my_pieces_ = plan_.shard_pieces(comm_.rank());
-  piece_of_param_.assign(plan_.layout.entries.size(), -1);
-  for (size_t i = 0; i < my_pieces_.size(); ++i)
-    piece_of_param_[static_cast<size_t>(my_pieces_[i].param)] = static_cast<int>(i);
-
-  // Optimizer spans: the whole flat buffer at stage 0, the rank's shard pieces otherwise.
-  auto add_span = [&](int64_t off, int64_t n, bool decay) {
-    if (!spans_.empty() && spans_.back().decay == decay &&
-        spans_.back().offset + spans_.back().count == off)
-      spans_.back().count += n;
-    else
-      spans_.push_back({off, n, decay});
-  };
-  if (stage_ == 0) {
-    for (const ParamEntry& e : plan_.layout.entries)
-      add_span(e.offset, e.spec.numel(), e.spec.weight_decay);
-  } else {
-    for (const PartitionPlan::ShardPiece& p : plan_.shard_pieces(comm_.rank()))
-      add_span(p.local_offset, p.count,
-               plan_.layout.entries[static_cast<size_t>(p.param)].spec.weight_decay);
-  }
   return Status::ok();
+}
+
+Status ZeroEngine::allocate_state() {
+  my_pieces_ = plan_.shard_pieces(comm_.rank());
+  const std::vector<PartitionPlan::ShardPiece> held = held_pieces();
+  std::vector<OptimSegment> segments;
+  segment_of_param_.assign(plan_.layout.entries.size(), -1);
+  for (const PartitionPlan::ShardPiece& p : held) {
+    segment_of_param_[static_cast<size_t>(p.param)] = static_cast<int>(segments.size());
+    segments.push_back({p.param, &plan_.layout.entries[static_cast<size_t>(p.param)].spec,
+                        p.param_begin, p.local_offset, p.count});
+  }
+  const OffloadConfig& off = cfg_.zero.offload_optimizer;
+  if (off.device != OffloadDevice::kNone) host_backend_ = make_cpu_backend();
+  Backend& state_backend = host_backend_ ? *host_backend_ : backend_;
+  ZT_ASSIGN_OR_RETURN(opt_, Optimizer::create(cfg_.optimizer, plan_.layout, std::move(segments),
+                                              stage_ >= 1, state_backend));
+  std::vector<StoreArray> arrays = {{"master", 4}};
+  for (const StoreArray& a : opt_->store_arrays()) arrays.push_back(a);
+  const int64_t owned = stage_ == 0 ? plan_.total : plan_.shard_total;
+  if (off.device == OffloadDevice::kNvme) {
+    ZT_ASSIGN_OR_RETURN(
+        store_, StateStore::on_nvme(off.nvme_path, comm_.rank(), std::move(arrays), owned,
+                                    off.buffer_size, off.buffer_count, state_backend.memory(),
+                                    MemCategory::kOptimizerStates));
+  } else {
+    ZT_ASSIGN_OR_RETURN(
+        store_, StateStore::in_memory(state_backend, std::move(arrays), owned, off.buffer_size,
+                                      MemCategory::kOptimizerStates));
+  }
+  if (params_alias_master_) params_full_ = Tensor(store_->data(0), DType::kF32, {plan_.total});
+  ckpt_states_ = {{"master"}};
+  for (const CheckpointStateInfo& st : opt_->checkpoint_states()) ckpt_states_.push_back(st);
+  return Status::ok();
+}
+
+StatePlacementInfo ZeroEngine::placement() const {
+  StatePlacementInfo p;
+  p.device = cfg_.zero.offload_optimizer.device;
+  p.location = p.device == OffloadDevice::kNvme  ? store_->location()
+               : p.device == OffloadDevice::kCpu ? "host memory"
+                                                 : backend_.name() + " memory";
+  p.resident_bytes = store_->resident_bytes();
+  p.disk_bytes = store_->disk_bytes();
+  p.side_bytes = opt_->side_bytes();
+  p.chunk_elements = store_->chunk();
+  return p;
 }
 
 void ZeroEngine::check(const Status& st) {
@@ -133,16 +155,53 @@ Tensor ZeroEngine::shard_slot(const Tensor& full, const PlanBucket& b) const {
   return full.slice(lo, lo + b.shard);
 }
 
-Status ZeroEngine::refresh_working_weights() {
+void ZeroEngine::convert_master_range(int64_t begin, int64_t count, const float* master) {
   Ops& ops = backend_.ops();
-  std::vector<std::unique_ptr<Work>> works;
+  const int64_t end = begin + count;
+  auto src = [&](int64_t lo, int64_t hi) {
+    return Tensor(const_cast<float*>(master) + (lo - begin), DType::kF32, {hi - lo});
+  };
   if (stage_ == 0) {
-    if (dtype_ != DType::kF32) ops.convert(params_full_, master_);
-    return Status::ok();
+    if (!params_alias_master_) ops.convert(params_full_.slice(begin, end), src(begin, end));
+    return;
   }
+  if (stage_ == 3 && !shard_alias_master_)
+    ops.convert(param_shard_.slice(begin, end), src(begin, end));
   for (size_t i = 0; i < plan_.buckets.size(); ++i) {
     const PlanBucket& b = plan_.buckets[i];
-    const Tensor master = master_.slice(b.shard_offset, b.shard_offset + b.shard);
+    const int64_t lo = std::max(begin, b.shard_offset),
+                  hi = std::min(end, b.shard_offset + b.shard);
+    if (lo >= hi) continue;
+    // This rank's slot of the bucket in the full working weights (stages 1-2) or in a persistent
+    // bucket (stage 3).
+    Tensor full;
+    if (stage_ <= 2) {
+      full = params_full_.slice(b.offset, b.offset + b.padded);
+    } else if (b.persistent) {
+      full = persistent_buf_[i].as(dtype_, {b.padded});
+    } else {
+      continue;
+    }
+    const int64_t slot = comm_.rank() * b.shard - b.shard_offset;
+    ops.convert(full.slice(slot + lo, slot + hi), src(lo, hi));
+  }
+}
+
+Status ZeroEngine::refresh_working_weights(bool converted) {
+  if (!converted) {
+    if (store_->resident()) {
+      convert_master_range(0, store_->size(), static_cast<const float*>(store_->data(0)));
+    } else {
+      ZT_RETURN_IF_ERROR(store_->stream(1u, 0u, [&](int64_t begin, int64_t count, void* const* p) {
+        convert_master_range(begin, count, static_cast<const float*>(p[0]));
+        return Status::ok();
+      }));
+    }
+  }
+  if (stage_ == 0) return Status::ok();
+  std::vector<std::unique_ptr<Work>> works;
+  for (size_t i = 0; i < plan_.buckets.size(); ++i) {
+    const PlanBucket& b = plan_.buckets[i];
     Tensor full;
     if (stage_ <= 2) {
       full = params_full_.slice(b.offset, b.offset + b.padded);
@@ -152,35 +211,35 @@ Status ZeroEngine::refresh_working_weights() {
       continue;
     }
     const Tensor mine = full.slice(comm_.rank() * b.shard, (comm_.rank() + 1) * b.shard);
-    ops.convert(mine, master);
     works.push_back(comm_.all_gather_async(mine, full));
   }
-  if (stage_ == 3 && dtype_ != DType::kF32) ops.convert(param_shard_, master_);
   for (auto& w : works) ZT_RETURN_IF_ERROR(w->wait());
   return Status::ok();
 }
 
 Status ZeroEngine::init_weights() {
-  float* master = master_.ptr<float>();
   std::vector<float> loaded;
   if (!cfg_.model.init_from.empty()) {
     loaded.assign(static_cast<size_t>(plan_.total), 0.0f);
     ZT_RETURN_IF_ERROR(load_gpt2_safetensors(cfg_.model.init_from, plan_.layout, loaded.data())
                            .with_context("model.init_from"));
   }
-  auto fill = [&](const ParamEntry& e, int64_t begin, int64_t count, float* out) {
-    if (loaded.empty())
-      init_param_range(e.spec, cfg_.model.seed, begin, count, out);
-    else
-      std::copy_n(loaded.data() + e.offset + begin, count, out);
-  };
-  if (stage_ == 0) {
-    for (const ParamEntry& e : plan_.layout.entries) fill(e, 0, e.spec.numel(), master + e.offset);
-  } else {
-    for (const PartitionPlan::ShardPiece& p : plan_.shard_pieces(comm_.rank()))
-      fill(plan_.layout.entries[static_cast<size_t>(p.param)], p.param_begin, p.count,
-           master + p.local_offset);
-  }
+  const std::vector<OptimSegment>& segs = opt_->segments();
+  ZT_RETURN_IF_ERROR(store_->stream(0u, 1u, [&](int64_t begin, int64_t count, void* const* p) {
+    float* master = static_cast<float*>(p[0]);
+    std::fill_n(master, count, 0.0f);  // padding stays zero
+    for (const OptimSegment& s : segs) {
+      const int64_t lo = std::max(begin, s.local), hi = std::min(begin + count, s.local + s.count);
+      if (lo >= hi) continue;
+      const ParamEntry& e = plan_.layout.entries[static_cast<size_t>(s.param)];
+      const int64_t first = s.param_begin + (lo - s.local);
+      if (loaded.empty())
+        init_param_range(e.spec, cfg_.model.seed, first, hi - lo, master + (lo - begin));
+      else
+        std::copy_n(loaded.data() + e.offset + first, hi - lo, master + (lo - begin));
+    }
+    return Status::ok();
+  }));
   return refresh_working_weights();
 }
 
@@ -346,32 +405,54 @@ Result<ZeroEngine::GradStats> ZeroEngine::grad_stats() {
   return s;
 }
 
-Status ZeroEngine::optimizer_step(const AdamWStep& st) {
-  Ops& ops = backend_.ops();
+Status ZeroEngine::optimizer_step(const OptimizerStepArgs& args) {
   const Tensor grads = stage_ == 0 ? grads_full_ : grad_shard_;
-  Ops::AdamWParams p{st.lr, st.beta1,      st.beta2,      st.eps,
-                     0.0f,  st.bias_corr1, st.bias_corr2, st.grad_scale};
-  for (const Span& s : spans_) {
-    p.weight_decay = s.decay ? st.weight_decay : 0.0f;
-    ops.adamw_update(master_.slice(s.offset, s.offset + s.count),
-                     m_.slice(s.offset, s.offset + s.count), v_.slice(s.offset, s.offset + s.count),
-                     grads.slice(s.offset, s.offset + s.count), p);
-  }
-  return refresh_working_weights();
+  ZT_RETURN_IF_ERROR(opt_->prepare(args, grads, *store_, comm_));
+  const std::vector<StoreArray>& arrays = store_->arrays();
+  const uint32_t all = (1u << arrays.size()) - 1u;
+  const std::vector<OptimSegment>& segs = opt_->segments();
+  const size_t gsize = dtype_size(grads.dtype);
+  // With the master weights on NVMe each updated chunk becomes working weights at once: the
+  // master weights are never whole in memory.
+  const bool convert_chunks = !store_->resident();
+  std::vector<void*> ptrs(arrays.size());
+  size_t first = 0;  // segments before it end before the current chunk
+  ZT_RETURN_IF_ERROR(
+      store_->stream(all, all, [&](int64_t begin, int64_t count, void* const* chunk) {
+        const int64_t end = begin + count;
+        while (first < segs.size() && segs[first].local + segs[first].count <= begin) ++first;
+        for (size_t i = first; i < segs.size() && segs[i].local < end; ++i) {
+          const OptimSegment& s = segs[i];
+          const int64_t lo = std::max(begin, s.local), hi = std::min(end, s.local + s.count);
+          for (size_t k = 0; k < arrays.size(); ++k)
+            ptrs[k] = static_cast<char*>(chunk[k]) +
+                      static_cast<size_t>(lo - begin) * arrays[k].elem_bytes;
+          opt_->update(s, lo, hi - lo, ptrs.data(),
+                       static_cast<const char*>(grads.data) + static_cast<size_t>(lo) * gsize,
+                       grads.dtype, args);
+        }
+        if (convert_chunks) convert_master_range(begin, count, static_cast<const float*>(chunk[0]));
+        return Status::ok();
+      }));
+  return refresh_working_weights(convert_chunks);
 }
 
 Result<std::vector<float>> ZeroEngine::gather_master() {
   std::vector<float> out(static_cast<size_t>(plan_.total), 0.0f);
   if (stage_ == 0) {
-    std::copy_n(master_.ptr<float>(), plan_.total, out.data());
+    ZT_RETURN_IF_ERROR(store_->read(0, 0, plan_.total, out.data()));
     return out;
   }
+  ZT_ASSIGN_OR_RETURN(Buffer mine, backend_.allocate(static_cast<size_t>(plan_.shard_total) * 4,
+                                                     MemCategory::kCommunication));
+  ZT_RETURN_IF_ERROR(store_->read(0, 0, plan_.shard_total, mine.data()));
+  const Tensor master = mine.as(DType::kF32, {plan_.shard_total});
   ZT_ASSIGN_OR_RETURN(Buffer full, backend_.allocate(static_cast<size_t>(plan_.total) * 4,
                                                      MemCategory::kCommunication));
   const Tensor all = full.as(DType::kF32, {plan_.total});
   std::vector<std::unique_ptr<Work>> works;
   for (const PlanBucket& b : plan_.buckets)
-    works.push_back(comm_.all_gather_async(master_.slice(b.shard_offset, b.shard_offset + b.shard),
+    works.push_back(comm_.all_gather_async(master.slice(b.shard_offset, b.shard_offset + b.shard),
                                            all.slice(b.offset, b.offset + b.padded)));
   for (auto& w : works) ZT_RETURN_IF_ERROR(w->wait());
   std::copy_n(all.ptr<float>(), plan_.total, out.data());
@@ -402,20 +483,50 @@ Status ZeroEngine::state_loaded(const Status& local) {
   return refresh_working_weights();
 }
 
-float* ZeroEngine::state_data(int k, int param, int64_t begin) {
-  ZT_CHECK(k >= 0 && k < kNumStates, "optimizer state {} out of range", k);
-  const Tensor& t = k == 0 ? master_ : k == 1 ? m_ : v_;
-  const ParamEntry& e = plan_.layout.entries.at(static_cast<size_t>(param));
-  if (stage_ == 0) return t.ptr<float>() + e.offset + begin;
-  const int i = piece_of_param_.at(static_cast<size_t>(param));
-  if (i >= 0) {
-    const PartitionPlan::ShardPiece& p = my_pieces_[static_cast<size_t>(i)];
-    if (begin >= p.param_begin && begin < p.param_begin + p.count)
-      return t.ptr<float>() + p.local_offset + (begin - p.param_begin);
-  }
-  ZT_CHECK(false, "rank {} holds no state for element {} of '{}'", comm_.rank(), begin,
-           e.spec.name);
-  return nullptr;
+int ZeroEngine::segment_of(int param) const {
+  const int i = segment_of_param_.at(static_cast<size_t>(param));
+  ZT_CHECK(i >= 0, "rank {} holds no state of '{}'", comm_.rank(),
+           plan_.layout.entries.at(static_cast<size_t>(param)).spec.name);
+  return i;
+}
+
+Status ZeroEngine::read_state(int k, int param, int64_t begin, int64_t count, float* out) {
+  ZT_CHECK(k >= 0 && k < static_cast<int>(ckpt_states_.size()) && !ckpt_states_[k].whole,
+           "ranged optimizer state {} out of range", k);
+  const int si = segment_of(param);
+  const OptimSegment& s = opt_->segments()[static_cast<size_t>(si)];
+  ZT_CHECK(begin >= s.param_begin && begin + count <= s.param_begin + s.count,
+           "rank {} does not hold elements [{}, {}) of '{}'", comm_.rank(), begin, begin + count,
+           s.spec->name);
+  const int64_t local = s.local + (begin - s.param_begin);
+  if (k == 0) return store_->read(0, local, count, out);
+  return opt_->read_state(k - 1, si, local, count, *store_, out);
+}
+
+Status ZeroEngine::write_state(int k, size_t piece, const float* in) {
+  ZT_CHECK(k >= 0 && k < static_cast<int>(ckpt_states_.size()) && !ckpt_states_[k].whole,
+           "ranged optimizer state {} out of range", k);
+  const OptimSegment& s = opt_->segments().at(piece);
+  if (k == 0) return store_->write(0, s.local, s.count, in);
+  return opt_->write_state(k - 1, static_cast<int>(piece), in, *store_);
+}
+
+float* ZeroEngine::state_view(int k, int param, int64_t begin) {
+  if (!store_->resident()) return nullptr;
+  int array = k == 0 ? 0 : opt_->store_array_of(k - 1);
+  if (array < 0) return nullptr;
+  const OptimSegment& s = opt_->segments()[static_cast<size_t>(segment_of(param))];
+  return static_cast<float*>(store_->data(array)) + s.local + (begin - s.param_begin);
+}
+
+void ZeroEngine::read_whole(int k, int param, float* out) const {
+  ZT_CHECK(k > 0 && ckpt_states_.at(static_cast<size_t>(k)).whole, "state {} is not whole", k);
+  opt_->read_whole(k - 1, param, out);
+}
+
+void ZeroEngine::write_whole(int k, int param, const float* in) {
+  ZT_CHECK(k > 0 && ckpt_states_.at(static_cast<size_t>(k)).whole, "state {} is not whole", k);
+  opt_->write_whole(k - 1, param, in);
 }
 
 }  // namespace zt

@@ -1,7 +1,7 @@
 // ZeroEngine: one rank's share of the model state under ZeRO stage 0-3, and the collectives that
 // keep it consistent (Note [partition plan] says who owns what).
 //
-//   stage | working weights (dtype) | gradients                     | master + AdamW m, v (fp32)
+//   stage | working weights (dtype) | gradients                     | master + optimizer state
 //   0     | full                    | full, all-reduced per bucket  | full (replicated update)
 //   1     | full                    | full, reduce-scattered        | own shard
 //   2     | full                    | own shard; per-unit buckets   | own shard
@@ -21,6 +21,12 @@
 // unit is issued the moment its backward is done and runs on the communication thread while the
 // backward of the next unit computes; without it, each reduction is waited for at once.
 //
+// The master weights and the optimizer's per-element state live in a StateStore (runtime/offload):
+// device memory, host memory (offload_optimizer.device: cpu) or files streamed through a few
+// buffers (nvme); the update rule is an Optimizer (runtime/optim, Note [optimizer state]). The step
+// streams the store chunk by chunk, and with nvme converts each updated chunk of master weights
+// into the working weights as it goes, so the master weights are never whole in memory.
+//
 // The engine implements ModelStateHooks, so the model never sees which stage is running.
 #pragma once
 
@@ -32,12 +38,20 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/config/job_config.h"
 #include "runtime/model/state_hooks.h"
+#include "runtime/offload/state_store.h"
+#include "runtime/optim/optimizer.h"
 #include "runtime/zero/partition_plan.h"
 
 namespace zt {
 
-struct AdamWStep {
-  float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2, grad_scale;
+// Where the optimizer state of one rank lives, for logs, ztctl status and the memory accounting.
+struct StatePlacementInfo {
+  OffloadDevice device = OffloadDevice::kNone;
+  std::string location;        // "device memory", "host memory" or the NVMe file
+  int64_t resident_bytes = 0;  // in memory: the arrays, or the streaming buffers (nvme)
+  int64_t disk_bytes = 0;      // in the NVMe file
+  int64_t side_bytes = 0;      // the optimizer's small state, always in memory
+  int64_t chunk_elements = 0;  // the streaming block (Note [state chunks])
 };
 
 class ZeroEngine final : public ModelStateHooks {
@@ -68,25 +82,37 @@ class ZeroEngine final : public ModelStateHooks {
   };
   Result<GradStats> grad_stats();
 
-  // AdamW on the state this rank owns (weight decay only where the parameter has >= 2 dims), then
-  // refreshes the working weights everywhere they live. Collective.
-  Status optimizer_step(const AdamWStep& step);
+  // The optimizer's update of the state this rank owns, then refreshes the working weights
+  // everywhere they live. Collective.
+  Status optimizer_step(const OptimizerStepArgs& step);
+  const Optimizer& optimizer() const { return *opt_; }
+  StatePlacementInfo placement() const;
 
   // The full fp32 master weights in the plan's global layout (padding zero). Collective: every
   // rank must call it; every rank gets the whole vector.
   Result<std::vector<float>> gather_master();
 
   // ---- checkpoint access (Note [checkpoint format] in runtime/checkpoint/manifest.h) ----
-  // The optimizer states, in checkpoint order: 0 master weights, 1 exp_avg, 2 exp_avg_sq.
-  static constexpr int kNumStates = 3;
+  // The states a checkpoint holds: 0 the master weights, then the optimizer's
+  // (Optimizer::checkpoint_states()).
+  const std::vector<CheckpointStateInfo>& checkpoint_states() const { return ckpt_states_; }
   // The parameter ranges this rank writes into a checkpoint: its shard pieces under the plan. At
   // stage 0 every rank holds everything; the ranks then split the writing the same way.
   const std::vector<PartitionPlan::ShardPiece>& checkpoint_pieces() const { return my_pieces_; }
   // The parameter ranges whose state this rank holds (stage 0: every parameter whole), i.e. what a
-  // checkpoint load must fill. `local_offset` is not meaningful: use state_data().
+  // checkpoint load must fill, in the optimizer's segment order.
   std::vector<PartitionPlan::ShardPiece> held_pieces() const;
-  // fp32 element `begin` of parameter `param` in optimizer state `k`; the element must be held.
-  float* state_data(int k, int param, int64_t begin);
+  // Ranged state k, elements [begin, begin + count) of parameter `param` (held by this rank),
+  // as fp32.
+  Status read_state(int k, int param, int64_t begin, int64_t count, float* out);
+  // Ranged state k of held piece `piece` (an index into held_pieces()), all of it.
+  Status write_state(int k, size_t piece, const float* in);
+  // Where ranged state k of `param` from element `begin` lives as plain fp32 in memory, or nullptr
+  // (offloaded to NVMe, 8-bit, side state): lets checkpoints copy without a staging copy.
+  float* state_view(int k, int param, int64_t begin);
+  // Whole states (state_numel values) of a held parameter.
+  void read_whole(int k, int param, float* out) const;
+  void write_whole(int k, int param, const float* in);
   // After a checkpoint load overwrote the held state (`local`: how this rank's load went): the
   // ranks first agree on whether every load succeeded — a rank whose file was bad must not leave
   // the others waiting in the refresh's all-gather — then the working weights are refreshed
@@ -127,7 +153,14 @@ class ZeroEngine final : public ModelStateHooks {
   ZeroEngine(const JobConfig& cfg, PartitionPlan plan, Backend& backend, Communicator& comm,
              DType dtype);
   Status allocate();
-  Status refresh_working_weights();
+  Status allocate_state();  // the optimizer and the state store
+  // Converts master weights [begin, begin + count) of the owned range into the working weights
+  // this rank holds (its slots in the full buffer, its stage-3 shard, persistent buckets).
+  void convert_master_range(int64_t begin, int64_t count, const float* master);
+  // Working weights from the master weights (`converted`: already done chunk by chunk), then the
+  // all-gathers that spread them.
+  Status refresh_working_weights(bool converted = false);
+  int segment_of(int param) const;
   void check(const Status& st);  // a failed collective is fatal to the step: throw with context
   Result<Buffer> take(std::vector<Buffer>& pool, int64_t elements, MemCategory cat);
   void start_gather(int u);
@@ -146,24 +179,23 @@ class ZeroEngine final : public ModelStateHooks {
   Pass pass_ = Pass::kForward;
 
   Buffer params_full_buf_, param_shard_buf_, grads_full_buf_, grad_shard_buf_;
-  Buffer master_buf_, m_buf_, v_buf_;
-  Tensor params_full_, param_shard_, grads_full_, grad_shard_, master_, m_, v_;
+  Tensor params_full_, param_shard_, grads_full_, grad_shard_;
+  bool params_alias_master_ = false, shard_alias_master_ = false;  // fp32 without offload
+  // Offloaded state (cpu, nvme) is host memory with its own accounting.
+  std::unique_ptr<Backend> host_backend_;
+  std::unique_ptr<Optimizer> opt_;
+  std::unique_ptr<StateStore> store_;
+  std::vector<CheckpointStateInfo> ckpt_states_;
   std::vector<Buffer> persistent_buf_;  // per bucket (stage 3, persistent ones only)
   // Stage 3: gathered units; stage 2/3: unit gradient buffers handed to the model.
   std::vector<std::unique_ptr<Gathered>> gathered_;
   std::vector<Buffer> unit_grad_buf_;
   std::vector<Buffer> param_pool_, grad_pool_, recv_pool_;
   std::deque<Pending> pending_;
-  // Contiguous ranges of the optimizer state with one weight-decay class.
-  struct Span {
-    int64_t offset, count;
-    bool decay;
-  };
-  std::vector<Span> spans_;
   // This rank's shard pieces (plan_.shard_pieces(rank)), and for each parameter the index of its
-  // piece there (-1: none) — a rank owns at most one contiguous piece of a parameter.
+  // optimizer segment (-1: none) — a rank owns at most one contiguous piece of a parameter.
   std::vector<PartitionPlan::ShardPiece> my_pieces_;
-  std::vector<int> piece_of_param_;
+  std::vector<int> segment_of_param_;
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
 };
 

@@ -1,0 +1,44 @@
+// AdamW (and DeepSpeed's Adam, which decays decoupled by default): exp_avg and exp_avg_sq as fp32
+// store arrays.
+#include "kernels/optimizer.h"
+#include "runtime/optim/optimizer_impls.h"
+
+namespace zt::optim_impl {
+namespace {
+
+class AdamW final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+  std::vector<StoreArray> store_arrays() const override {
+    return {{"exp_avg", 4}, {"exp_avg_sq", 4}};
+  }
+  void update(const OptimSegment& seg, int64_t, int64_t count, void* const* arrays,
+              const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
+    const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
+    with_grad_type(grad_dtype, grad, [&](const auto* g) {
+      kernels::cpu::adamw_update(static_cast<float*>(arrays[0]), static_cast<float*>(arrays[1]),
+                                 static_cast<float*>(arrays[2]), g, static_cast<size_t>(count),
+                                 a.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd,
+                                 bias_correction(cfg_.beta1, a.t), bias_correction(cfg_.beta2, a.t),
+                                 a.grad_scale);
+    });
+  }
+  int store_array_of(int k) const override { return k + 1; }
+  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
+                    float* out) override {
+    return store.read(k + 1, begin, count, out);
+  }
+  Status write_state(int k, int s, const float* in, StateStore& store) override {
+    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
+    return store.write(k + 1, seg.local, seg.count, in);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_adamw(const OptimizerConfig& cfg, std::vector<OptimSegment> segs,
+                                      bool partitioned, Backend& backend) {
+  return std::unique_ptr<Optimizer>(new AdamW(cfg, std::move(segs), partitioned, backend));
+}
+
+}  // namespace zt::optim_impl

@@ -1,0 +1,40 @@
+// Lion (Chen et al. 2023): one moment, exp_avg, as an fp32 store array; decoupled weight decay on
+// parameters of two or more dimensions.
+#include "kernels/optimizer.h"
+#include "runtime/optim/optimizer_impls.h"
+
+namespace zt::optim_impl {
+namespace {
+
+class Lion final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+  std::vector<StoreArray> store_arrays() const override { return {{"exp_avg", 4}}; }
+  void update(const OptimSegment& seg, int64_t, int64_t count, void* const* arrays,
+              const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
+    const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
+    with_grad_type(grad_dtype, grad, [&](const auto* g) {
+      kernels::cpu::lion_update(static_cast<float*>(arrays[0]), static_cast<float*>(arrays[1]), g,
+                                static_cast<size_t>(count), a.lr, cfg_.beta1, cfg_.beta2, wd,
+                                a.grad_scale);
+    });
+  }
+  int store_array_of(int k) const override { return k + 1; }
+  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
+                    float* out) override {
+    return store.read(k + 1, begin, count, out);
+  }
+  Status write_state(int k, int s, const float* in, StateStore& store) override {
+    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
+    return store.write(k + 1, seg.local, seg.count, in);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_lion(const OptimizerConfig& cfg, std::vector<OptimSegment> segs,
+                                     bool partitioned, Backend& backend) {
+  return std::unique_ptr<Optimizer>(new Lion(cfg, std::move(segs), partitioned, backend));
+}
+
+}  // namespace zt::optim_impl

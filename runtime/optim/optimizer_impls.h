@@ -1,0 +1,45 @@
+// The optimizers behind Optimizer::create, one per file (adamw.cpp, adamw8bit.cpp, adafactor.cpp,
+// sgd.cpp, lion.cpp). Internal to runtime/optim.
+#pragma once
+
+#include <cmath>
+#include <memory>
+
+#include "kernels/half.h"
+#include "runtime/optim/optimizer.h"
+
+namespace zt::optim_impl {
+
+std::unique_ptr<Optimizer> make_adamw(const OptimizerConfig&, std::vector<OptimSegment>, bool,
+                                      Backend&);
+Result<std::unique_ptr<Optimizer>> make_adamw8bit(const OptimizerConfig&, std::vector<OptimSegment>,
+                                                  bool, Backend&);
+Result<std::unique_ptr<Optimizer>> make_adafactor(const OptimizerConfig&, const ParamLayout&,
+                                                  std::vector<OptimSegment>, bool, Backend&);
+std::unique_ptr<Optimizer> make_sgd(const OptimizerConfig&, std::vector<OptimSegment>, bool,
+                                    Backend&);
+std::unique_ptr<Optimizer> make_lion(const OptimizerConfig&, std::vector<OptimSegment>, bool,
+                                     Backend&);
+
+// Calls f(const T* grad) with the gradient's storage type.
+template <typename F>
+void with_grad_type(DType dtype, const void* grad, F&& f) {
+  switch (dtype) {
+    case DType::kF32:
+      f(static_cast<const float*>(grad));
+      break;
+    case DType::kBF16:
+      f(static_cast<const bf16*>(grad));
+      break;
+    case DType::kF16:
+      f(static_cast<const fp16*>(grad));
+      break;
+  }
+}
+
+// AdamW's bias corrections for step t.
+inline float bias_correction(float beta, int64_t t) {
+  return static_cast<float>(1.0 - std::pow(static_cast<double>(beta), static_cast<double>(t)));
+}
+
+}  // namespace zt::optim_impl

@@ -1,0 +1,45 @@
+// SGD with momentum and Nesterov (torch.optim.SGD): the momentum buffer as an fp32 store array,
+// none without momentum. Weight decay is L2 (added to the gradient), as in torch, on parameters of
+// two or more dimensions.
+#include "kernels/optimizer.h"
+#include "runtime/optim/optimizer_impls.h"
+
+namespace zt::optim_impl {
+namespace {
+
+class Sgd final : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+  std::vector<StoreArray> store_arrays() const override {
+    if (cfg_.momentum == 0.0f) return {};
+    return {{"momentum_buffer", 4}};
+  }
+  void update(const OptimSegment& seg, int64_t, int64_t count, void* const* arrays,
+              const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
+    const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
+    float* buf = cfg_.momentum == 0.0f ? nullptr : static_cast<float*>(arrays[1]);
+    with_grad_type(grad_dtype, grad, [&](const auto* g) {
+      kernels::cpu::sgd_update(static_cast<float*>(arrays[0]), buf, g, static_cast<size_t>(count),
+                               a.lr, cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov, a.t == 1,
+                               a.grad_scale);
+    });
+  }
+  int store_array_of(int k) const override { return k + 1; }
+  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
+                    float* out) override {
+    return store.read(k + 1, begin, count, out);
+  }
+  Status write_state(int k, int s, const float* in, StateStore& store) override {
+    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
+    return store.write(k + 1, seg.local, seg.count, in);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_sgd(const OptimizerConfig& cfg, std::vector<OptimSegment> segs,
+                                    bool partitioned, Backend& backend) {
+  return std::unique_ptr<Optimizer>(new Sgd(cfg, std::move(segs), partitioned, backend));
+}
+
+}  // namespace zt::optim_impl
