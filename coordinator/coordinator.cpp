@@ -242,6 +242,29 @@ void Coordinator::on_hello(const protocol::PeerId& peer, const protocol::WorkerH
   if (Status st = send_plans(); !st.is_ok()) fail(st.to_string());
 }
 
+namespace {
+
+// Where the plan puts the model state: optimizer states (master weights included) follow
+// offload_optimizer; parameters and gradients stay on the device.
+protocol::StatePlacement state_placement(const ZeroConfig& z) {
+  protocol::StatePlacement p;
+  switch (z.offload_optimizer.device) {
+    case OffloadDevice::kNone:
+      p.optimizer_states = protocol::Placement::kDevice;
+      break;
+    case OffloadDevice::kCpu:
+      p.optimizer_states = protocol::Placement::kCpu;
+      break;
+    case OffloadDevice::kNvme:
+      p.optimizer_states = protocol::Placement::kNvme;
+      p.nvme_path = z.offload_optimizer.nvme_path;
+      break;
+  }
+  return p;
+}
+
+}  // namespace
+
 Status Coordinator::send_plans() {
   ZT_RETURN_IF_ERROR(resolve_batch_sizes(cfg_, world_));
   ZT_ASSIGN_OR_RETURN(PartitionPlan plan, make_partition_plan(cfg_.model, cfg_.zero, world_));
@@ -249,6 +272,7 @@ Status Coordinator::send_plans() {
   protocol::Plan msg;
   msg.config_yaml = to_yaml(cfg_);
   msg.partition = protocol::to_partition_spec(plan);
+  msg.placement = state_placement(cfg_.zero);
   msg.run_dir = fs::absolute(opts_.run_dir).string();
   if (resume_) {
     msg.start_step = resume_->manifest.step;
@@ -269,11 +293,12 @@ Status Coordinator::send_plans() {
   // Liveness starts with the plan: a worker waits silently for it (ControlClient sends no
   // heartbeat before), so the time it waited for the last rank to register is not silence.
   for (Rank& r : ranks_) r.last_seen = started_;
-  event(
-      fmt::format("plan sent to {} ranks: ZeRO stage {}, {} parameters, {} elements per rank "
-                  "shard, global batch {} sequences",
-                  world_, plan_->stage, plan_->layout.num_parameters, plan_->shard_total,
-                  cfg_.train_batch_size));
+  event(fmt::format(
+      "plan sent to {} ranks: ZeRO stage {}, {} parameters, {} elements per rank "
+      "shard, global batch {} sequences; optimizer {} with its state on {}{}",
+      world_, plan_->stage, plan_->layout.num_parameters, plan_->shard_total, cfg_.train_batch_size,
+      cfg_.optimizer.type, protocol::placement_name(msg.placement.optimizer_states),
+      msg.placement.nvme_path.empty() ? "" : " (" + msg.placement.nvme_path + ")"));
   if (!opts_.quiet) {
     std::printf(
         "zt-coordinator: %d workers registered; GPT-2 %.2fM parameters, ZeRO stage %d, "
@@ -297,6 +322,8 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
   Rank& rk = ranks_[static_cast<size_t>(rep.rank)];
   rk.last_step = rep.step;
   rk.current = rep.memory_current;
+  rk.offload_resident_bytes = rep.offload_resident_bytes;
+  rk.offload_disk_bytes = rep.offload_disk_bytes;
   for (size_t c = 0; c < rk.peak.size(); ++c) rk.peak[c] = std::max(rk.peak[c], rep.memory_peak[c]);
   auto& slot = pending_steps_[rep.step];
   if (slot.empty()) slot.resize(static_cast<size_t>(world_));
@@ -382,8 +409,11 @@ protocol::CtlReply Coordinator::status_reply() const {
     const Rank& r = ranks_[i];
     if (!r.registered) continue;
     rep.ranks.push_back({static_cast<int32_t>(i), r.hello.host, r.current, r.peak,
-                         static_cast<int64_t>(seconds_since(r.last_seen) * 1000.0)});
+                         static_cast<int64_t>(seconds_since(r.last_seen) * 1000.0),
+                         r.offload_resident_bytes, r.offload_disk_bytes});
   }
+  rep.placement = state_placement(cfg_.zero);
+  rep.optimizer_type = cfg_.optimizer.type;
   if (!failure_.empty())
     rep.message = failure_;
   else if (plan_)

@@ -68,6 +68,7 @@ class Coordinator {
     int64_t last_step = 0;
     bool done = false;
     protocol::MemBytes current{}, peak{};
+    int64_t offload_resident_bytes = 0, offload_disk_bytes = 0;
   };
 
   explicit Coordinator(const CoordinatorOptions& options);

@@ -106,6 +106,19 @@ std::string format_status(const protocol::CtlReply& r, const StatusSource& sourc
   out += r.last_checkpoint_step > 0 ? fmt::format("checkpoint step {} ({})\n",
                                                   r.last_checkpoint_step, r.last_checkpoint_dir)
                                     : std::string("checkpoint none yet\n");
+  if (!r.optimizer_type.empty()) {
+    const protocol::StatePlacement& pl = r.placement;
+    out += fmt::format("state     optimizer {} on {}{}; parameters on {}, gradients on {}\n",
+                       r.optimizer_type, protocol::placement_name(pl.optimizer_states),
+                       pl.nvme_path.empty() ? "" : " (" + pl.nvme_path + ")",
+                       protocol::placement_name(pl.parameters),
+                       protocol::placement_name(pl.gradients));
+    for (const protocol::RankMemory& m : r.ranks)
+      if (m.offload_resident_bytes > 0 || m.offload_disk_bytes > 0)
+        out += fmt::format("          rank {}: offloaded {} MiB in host memory, {} MiB on disk\n",
+                           m.rank, format_mib(m.offload_resident_bytes),
+                           format_mib(m.offload_disk_bytes));
+  }
   if (!r.message.empty()) out += "message   " + indent_continuation(r.message) + "\n";
   if (!r.ok) out += "reply     not ok\n";
   if (r.ranks.empty()) {
@@ -163,6 +176,11 @@ nlohmann::ordered_json status_json(const protocol::CtlReply& r, const StatusSour
   } else {
     j["last_checkpoint"] = nullptr;
   }
+  j["optimizer"] = r.optimizer_type;
+  j["placement"] = {{"parameters", protocol::placement_name(r.placement.parameters)},
+                    {"gradients", protocol::placement_name(r.placement.gradients)},
+                    {"optimizer_states", protocol::placement_name(r.placement.optimizer_states)},
+                    {"nvme_path", r.placement.nvme_path}};
   nlohmann::ordered_json ranks = nlohmann::ordered_json::array();
   for (const protocol::RankMemory& m : r.ranks) {
     nlohmann::ordered_json rank;
@@ -172,6 +190,8 @@ nlohmann::ordered_json status_json(const protocol::CtlReply& r, const StatusSour
     rank["memory_current_bytes"] = memory_json(m.current);
     rank["memory_peak_bytes"] = memory_json(m.peak);
     rank["memory_current_total_bytes"] = total_of(m.current);
+    rank["offload_resident_bytes"] = m.offload_resident_bytes;
+    rank["offload_disk_bytes"] = m.offload_disk_bytes;
     ranks.push_back(std::move(rank));
   }
   j["ranks"] = std::move(ranks);

@@ -68,6 +68,26 @@ Result<To> enum_from_wire(From v, To last, const char* field) {
   return static_cast<To>(raw);
 }
 
+void placement_to_wire(const StatePlacement& m, wire::StatePlacement::Builder b) {
+  b.setParameters(cast_enum<wire::Placement>(m.parameters));
+  b.setGradients(cast_enum<wire::Placement>(m.gradients));
+  b.setOptimizerStates(cast_enum<wire::Placement>(m.optimizer_states));
+  b.setNvmePath(text(m.nvme_path));
+}
+
+Result<StatePlacement> placement_from_wire(wire::StatePlacement::Reader r, std::string_view where) {
+  StatePlacement m;
+  const std::string p(where);
+  ZT_ASSIGN_OR_RETURN(m.parameters, enum_from_wire(r.getParameters(), Placement::kNvme,
+                                                   (p + ".parameters").c_str()));
+  ZT_ASSIGN_OR_RETURN(
+      m.gradients, enum_from_wire(r.getGradients(), Placement::kNvme, (p + ".gradients").c_str()));
+  ZT_ASSIGN_OR_RETURN(m.optimizer_states, enum_from_wire(r.getOptimizerStates(), Placement::kNvme,
+                                                         (p + ".optimizerStates").c_str()));
+  m.nvme_path = str(r.getNvmePath());
+  return m;
+}
+
 template <size_t N>
 void array_to_wire(capnp::List<int64_t>::Builder list, const std::array<int64_t, N>& a) {
   for (size_t i = 0; i < N; ++i) list.set(static_cast<unsigned>(i), a[i]);
@@ -120,11 +140,7 @@ void to_wire(const Plan& m, wire::Plan::Builder b) {
     w.setPersistent(s.persistent);
   }
   p.setSummary(text(m.partition.summary));
-  auto pl = b.initPlacement();
-  pl.setParameters(cast_enum<wire::Placement>(m.placement.parameters));
-  pl.setGradients(cast_enum<wire::Placement>(m.placement.gradients));
-  pl.setOptimizerStates(cast_enum<wire::Placement>(m.placement.optimizer_states));
-  pl.setNvmePath(text(m.placement.nvme_path));
+  placement_to_wire(m.placement, b.initPlacement());
   b.setRunDir(text(m.run_dir));
   b.setStartStep(m.start_step);
   b.setResumeFrom(text(m.resume_from));
@@ -156,6 +172,8 @@ void to_wire(const StepReport& m, wire::StepReport::Builder b) {
   b.setCommBusyMs(m.comm_busy_ms);
   b.setCommBlockedMs(m.comm_blocked_ms);
   b.setCheckpointMs(m.checkpoint_ms);
+  b.setOffloadResidentBytes(m.offload_resident_bytes);
+  b.setOffloadDiskBytes(m.offload_disk_bytes);
 }
 
 void to_wire(const Command& m, wire::Command::Builder b) {
@@ -231,9 +249,13 @@ void to_wire(const CtlReply& m, wire::CtlReply::Builder b) {
     array_to_wire(w.initCurrent(kNumMemCategories), r.current);
     array_to_wire(w.initPeak(kNumMemCategories), r.peak);
     w.setLastSeenMs(r.last_seen_ms);
+    w.setOffloadResidentBytes(r.offload_resident_bytes);
+    w.setOffloadDiskBytes(r.offload_disk_bytes);
   }
   b.setLastCheckpointStep(m.last_checkpoint_step);
   b.setLastCheckpointDir(text(m.last_checkpoint_dir));
+  placement_to_wire(m.placement, b.initPlacement());
+  b.setOptimizerType(text(m.optimizer_type));
 }
 
 // ---- wire -> C++ --------------------------------------------------------------------------------
@@ -294,15 +316,7 @@ Result<Message> from_wire(wire::Plan::Reader r) {
     m.partition.buckets.push_back(s);
   }
   m.partition.summary = str(p.getSummary());
-  auto pl = r.getPlacement();
-  ZT_ASSIGN_OR_RETURN(m.placement.parameters, enum_from_wire(pl.getParameters(), Placement::kNvme,
-                                                             "Plan.placement.parameters"));
-  ZT_ASSIGN_OR_RETURN(m.placement.gradients, enum_from_wire(pl.getGradients(), Placement::kNvme,
-                                                            "Plan.placement.gradients"));
-  ZT_ASSIGN_OR_RETURN(
-      m.placement.optimizer_states,
-      enum_from_wire(pl.getOptimizerStates(), Placement::kNvme, "Plan.placement.optimizerStates"));
-  m.placement.nvme_path = str(pl.getNvmePath());
+  ZT_ASSIGN_OR_RETURN(m.placement, placement_from_wire(r.getPlacement(), "Plan.placement"));
   m.run_dir = str(r.getRunDir());
   m.start_step = r.getStartStep();
   m.resume_from = str(r.getResumeFrom());
@@ -339,6 +353,8 @@ Result<Message> from_wire(wire::StepReport::Reader r) {
   m.comm_busy_ms = r.getCommBusyMs();
   m.comm_blocked_ms = r.getCommBlockedMs();
   m.checkpoint_ms = r.getCheckpointMs();
+  m.offload_resident_bytes = r.getOffloadResidentBytes();
+  m.offload_disk_bytes = r.getOffloadDiskBytes();
   return Message(m);
 }
 
@@ -429,10 +445,14 @@ Result<Message> from_wire(wire::CtlReply::Reader r) {
     ZT_RETURN_IF_ERROR(array_from_wire(w.getCurrent(), rm.current, "CtlReply.ranks.current"));
     ZT_RETURN_IF_ERROR(array_from_wire(w.getPeak(), rm.peak, "CtlReply.ranks.peak"));
     rm.last_seen_ms = w.getLastSeenMs();
+    rm.offload_resident_bytes = w.getOffloadResidentBytes();
+    rm.offload_disk_bytes = w.getOffloadDiskBytes();
     m.ranks.push_back(std::move(rm));
   }
   m.last_checkpoint_step = r.getLastCheckpointStep();
   m.last_checkpoint_dir = str(r.getLastCheckpointDir());
+  ZT_ASSIGN_OR_RETURN(m.placement, placement_from_wire(r.getPlacement(), "CtlReply.placement"));
+  m.optimizer_type = str(r.getOptimizerType());
   return Message(std::move(m));
 }
 

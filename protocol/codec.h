@@ -103,7 +103,9 @@ struct StepReport {
   CommCounts comm_calls{};
   double comm_busy_ms = 0.0;
   double comm_blocked_ms = 0.0;
-  double checkpoint_ms = 0.0;  // training blocked by a checkpoint taken after this step
+  double checkpoint_ms = 0.0;          // training blocked by a checkpoint taken after this step
+  int64_t offload_resident_bytes = 0;  // offloaded optimizer state in host memory
+  int64_t offload_disk_bytes = 0;      // offloaded optimizer state on NVMe
   bool operator==(const StepReport&) const = default;
 };
 
@@ -205,6 +207,8 @@ struct RankMemory {
   MemBytes current{};
   MemBytes peak{};           // since the job started
   int64_t last_seen_ms = 0;  // since this rank's last message
+  int64_t offload_resident_bytes = 0;
+  int64_t offload_disk_bytes = 0;
   bool operator==(const RankMemory&) const = default;
 };
 
@@ -221,6 +225,8 @@ struct CtlReply {
   std::vector<RankMemory> ranks;
   int64_t last_checkpoint_step = 0;  // 0: none committed by this job
   std::string last_checkpoint_dir;
+  StatePlacement placement;
+  std::string optimizer_type;
   bool operator==(const CtlReply&) const = default;
 };
 

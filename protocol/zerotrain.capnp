@@ -96,6 +96,8 @@ struct StepReport {
   commBusyMs @15 :Float64;        # communication stream inside collectives
   commBlockedMs @16 :Float64;     # compute blocked waiting for collectives
   checkpointMs @17 :Float64;      # training blocked by a checkpoint taken after this step
+  offloadResidentBytes @18 :Int64; # offloaded optimizer state in host memory (arrays or buffers)
+  offloadDiskBytes @19 :Int64;     # offloaded optimizer state on NVMe
 }
 
 struct CheckpointFile {
@@ -209,6 +211,8 @@ struct RankMemory {
   current @2 :List(Int64);   # indexed by MemCategory
   peak @3 :List(Int64);      # indexed by MemCategory, peak since the job started
   lastSeenMs @4 :Int64;      # milliseconds since this rank's last message
+  offloadResidentBytes @5 :Int64;  # offloaded optimizer state in host memory, latest report
+  offloadDiskBytes @6 :Int64;      # offloaded optimizer state on NVMe, latest report
 }
 
 struct CtlReply {
@@ -224,6 +228,8 @@ struct CtlReply {
   ranks @9 :List(RankMemory);
   lastCheckpointStep @10 :Int64;  # 0: none committed by this job
   lastCheckpointDir @11 :Text;
+  placement @12 :StatePlacement;  # where the plan put the model state
+  optimizerType @13 :Text;
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ protocol::StepReport make_step_report(const StepResult& r, int rank) {
   rep.comm_busy_ms = r.comm.busy_ms;
   rep.comm_blocked_ms = r.comm.blocked_ms;
   rep.checkpoint_ms = r.checkpoint_ms;
+  rep.offload_resident_bytes = r.offload_resident_bytes;
+  rep.offload_disk_bytes = r.offload_disk_bytes;
   return rep;
 }
 

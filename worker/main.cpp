@@ -262,6 +262,20 @@ int run(int argc, char** argv) {
                   ctx);
     control->start(cfg.comm.heartbeat_interval_s, cfg.comm.heartbeat_timeout_s);
   }
+  if (lead) {
+    // Where this rank's optimizer state lives (every rank's is alike).
+    const zt::StatePlacementInfo pl = trainer->engine().placement();
+    const std::string line = fmt::format(
+        "optimizer {}: state on {} ({:.1f} MiB in memory{}, {:.1f} MiB small state; "
+        "streamed in chunks of {} elements)",
+        cfg.optimizer.type, pl.location, static_cast<double>(pl.resident_bytes) / 1048576.0,
+        pl.disk_bytes > 0
+            ? fmt::format(", {:.1f} MiB on disk", static_cast<double>(pl.disk_bytes) / 1048576.0)
+            : std::string(),
+        static_cast<double>(pl.side_bytes) / 1048576.0, pl.chunk_elements);
+    if (run_dir) (void)run_dir->event("rank 0 " + line);
+    std::printf("zt-worker: rank 0 %s\n", line.c_str());
+  }
   if (lead && !control) {
     (void)run_dir->event(
         fmt::format("started: {} parameters, world {}, ZeRO stage {}, {} steps, "
@@ -307,7 +321,6 @@ int run(int argc, char** argv) {
     double local[2] = {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
         0.0};
-    const zt::ParamLayout& layout = trainer->layout();
     for (const auto& p : trainer->engine().held_pieces())
       for (const zt::CheckpointStateInfo& st : trainer->engine().checkpoint_states())
         if (zt::state_applies(st, layout.entries[static_cast<size_t>(p.param)].spec))

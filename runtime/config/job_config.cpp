@@ -920,7 +920,8 @@ void Parser::parse_offload(const YAML::Node& zero, std::string_view key, Offload
   if (!o) return;
   const std::string sec = join("zero_optimization", key);
   get_choice(*o, sec, "device", kOffloadDevices, &out->device);
-  // The folder is created by the offload engine; it need not exist yet.
+  // Checked when the state file is created (by the worker, on its own machine): it must exist
+  // there and be writable.
   get_path(*o, sec, "nvme_path", /*must_exist=*/false, "", &out->nvme_path);
   get_int(*o, sec, "buffer_count", 1, 1024, &out->buffer_count);
   get_bool(*o, sec, "pin_memory", &out->pin_memory);
@@ -1044,6 +1045,12 @@ void Parser::check_combinations() {
     if (off->device == OffloadDevice::kNvme && off->nvme_path.empty()) {
       fail_at(line_of(sec + ".device"), sec + ".nvme_path",
               "required when device is nvme (a folder on a fast local disk)");
+    }
+    if (off->device == OffloadDevice::kNvme && off->buffer_count < 3) {
+      fail(sec + ".buffer_count",
+           fmt::format("must be >= 3 with device nvme, got {} (one chunk is read ahead and one "
+                       "written back while one is updated)",
+                       off->buffer_count));
     }
   }
   if (z.offload_param.device != OffloadDevice::kNone && z.stage < 3) {

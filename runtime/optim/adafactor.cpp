@@ -2,7 +2,9 @@
 // for parameters of two or more dimensions — row and column means of g^2 + eps1 over the parameter
 // viewed as (rows, last dim) — and a full one for the rest; update clipping to RMS clip_threshold;
 // beta2_t = 1 - t^decay_rate; relative step min(1e-2, 1/sqrt(t)) scaled by max(eps2, RMS(param));
-// an optional first moment.
+// an optional first moment. A parameter of three or more dimensions is factored as
+// (prod(shape[:-1]), shape[-1]) — Hugging Face keeps moments per leading index instead; GPT-2 has
+// none such.
 //
 // Under ZeRO a rank holds only pieces of a parameter, while the row/column means, RMS(param) and
 // the update's RMS are over whole parameters: prepare() sums each piece's contribution and

@@ -172,6 +172,11 @@ Result<StepResult> Trainer::step_impl() {
   r.step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   r.tokens_per_s = static_cast<double>(r.tokens) / (r.step_ms / 1000.0);
   r.memory = backend_.memory().snapshot();
+  if (cfg_.zero.offload_optimizer.device != OffloadDevice::kNone) {
+    const StatePlacementInfo pl = engine_->placement();
+    r.offload_resident_bytes = pl.resident_bytes + pl.side_bytes;
+    r.offload_disk_bytes = pl.disk_bytes;
+  }
   r.comm = comm_.stats();
   return r;
 }

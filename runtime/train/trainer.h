@@ -36,7 +36,11 @@ struct StepResult {
   double tokens_per_s = 0.0;
   double checkpoint_ms = 0.0;  // training blocked by a checkpoint taken after this step
   MemorySnapshot memory;       // this rank's current/peak bytes per category during the step
-  CommStats comm;              // this rank's collectives during the step
+  // Offloaded optimizer state (offload_optimizer cpu/nvme; 0 otherwise): bytes in host memory (the
+  // arrays, or nvme's streaming buffers) and in the NVMe file. Not in `memory`, which is the
+  // device's.
+  int64_t offload_resident_bytes = 0, offload_disk_bytes = 0;
+  CommStats comm;  // this rank's collectives during the step
 };
 
 class Trainer {

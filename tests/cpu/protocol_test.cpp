@@ -88,6 +88,8 @@ std::vector<Message> sample_messages() {
   report.comm_busy_ms = 12.5;
   report.comm_blocked_ms = 0.5;
   report.checkpoint_ms = 3.75;
+  report.offload_resident_bytes = 12 << 20;
+  report.offload_disk_bytes = int64_t{3} << 30;
 
   CheckpointAck ack;
   ack.rank = 3;
@@ -112,10 +114,12 @@ std::vector<Message> sample_messages() {
   reply.loss = 3.25;
   reply.tokens_per_sec = 15000.0;
   reply.eta_seconds = 120.0;
-  reply.ranks = {RankMemory{0, "node-1", {1, 2, 3, 4, 5, 6}, {7, 8, 9, 10, 11, 12}, 150},
-                 RankMemory{1, "node-2", {6, 5, 4, 3, 2, 1}, {12, 11, 10, 9, 8, 7}, 90}};
+  reply.ranks = {RankMemory{0, "node-1", {1, 2, 3, 4, 5, 6}, {7, 8, 9, 10, 11, 12}, 150, 5, 6},
+                 RankMemory{1, "node-2", {6, 5, 4, 3, 2, 1}, {12, 11, 10, 9, 8, 7}, 90, 0, 0}};
   reply.last_checkpoint_step = 40;
   reply.last_checkpoint_dir = "/runs/x/checkpoints/step_00000040";
+  reply.placement = {Placement::kDevice, Placement::kDevice, Placement::kNvme, "/nvme/zt"};
+  reply.optimizer_type = "AdamW8bit";
 
   return {hello,
           plan,
