@@ -182,6 +182,7 @@ std::vector<uint16_t> periodic_tokens(size_t n) {
 
 struct DataFiles {
   std::string varied, periodic;
+  std::string nvme;  // a directory for offload_optimizer.device: nvme
 };
 
 struct Shape {
@@ -193,6 +194,8 @@ struct Shape {
   bool overlap = false;
   bool warmup = false;      // WarmupLR: the learning rate depends on the applied steps restored
   int scale_window = 1000;  // fp16.loss_scale_window
+  std::string optimizer = "AdamW";
+  OffloadDevice offload = OffloadDevice::kNone;
 };
 
 JobConfig make_cfg(const DataFiles& data, const Shape& s) {
@@ -211,6 +214,32 @@ JobConfig make_cfg(const DataFiles& data, const Shape& s) {
   if (s.small_buckets) cfg.zero.reduce_bucket_size = kSmallBucket;
   cfg.zero.stage3_prefetch_bucket_size = kPrefetchOneBlock;
   cfg.zero.stage3_param_persistence_threshold = kPersistenceThreshold;
+  if (s.optimizer != "AdamW") {
+    // Each optimizer with settings that make every one of its states matter.
+    const float lr = cfg.optimizer.lr;
+    cfg.optimizer = OptimizerConfig::defaults_for(s.optimizer);
+    if (cfg.optimizer.is_adam()) cfg.optimizer.lr = lr;
+    if (s.optimizer == "SGD") {
+      cfg.optimizer.lr = 0.05f;
+      cfg.optimizer.momentum = 0.9f;
+      cfg.optimizer.nesterov = true;
+      cfg.optimizer.weight_decay = 1e-3f;
+    }
+    if (s.optimizer == "Lion") {
+      cfg.optimizer.lr = lr / 3;
+      cfg.optimizer.weight_decay = 0.1f;
+    }
+    if (s.optimizer == "Adafactor") {  // a first moment too: ranged and whole states
+      cfg.optimizer.use_first_moment = true;
+      cfg.optimizer.beta1 = 0.9f;
+    }
+  }
+  cfg.zero.offload_optimizer.device = s.offload;
+  if (s.offload == OffloadDevice::kNvme) {
+    cfg.zero.offload_optimizer.nvme_path = data.nvme;
+    cfg.zero.offload_optimizer.buffer_size = 4096;  // many chunks, cutting parameters
+    cfg.zero.offload_optimizer.buffer_count = 3;
+  }
   if (s.warmup) {
     cfg.scheduler.type = "WarmupLR";
     cfg.scheduler.warmup_min_lr = 3e-4;
@@ -225,7 +254,11 @@ std::string shape_name(const Shape& s) {
   return fmt::format("w{}s{}_acc{}_{}{}{}{}{}", s.world, s.stage, s.accumulation, prec_name(s.prec),
                      s.small_buckets ? "_small" : "", s.overlap ? "_overlap" : "",
                      s.warmup ? "_warmup" : "",
-                     s.scale_window != 1000 ? fmt::format("_window{}", s.scale_window) : "");
+                     s.scale_window != 1000 ? fmt::format("_window{}", s.scale_window) : "") +
+         (s.optimizer != "AdamW" ? "_" + s.optimizer : "") +
+         (s.offload == OffloadDevice::kCpu    ? "_offcpu"
+          : s.offload == OffloadDevice::kNvme ? "_offnvme"
+                                              : "");
 }
 
 bool splits_units(const PartitionPlan& plan) {
@@ -330,7 +363,20 @@ Divergence divergence(const std::vector<StepResult>& a, const std::vector<StepRe
 // loss rel > 1e-3). The weights right after the restore are compared bit for bit: resharding only
 // moves bytes.
 constexpr double kLossRel = 1e-5, kGradNormRel = 1e-5, kWeightRel = 1e-5;
-double key_bias_bound(const JobConfig& cfg, int steps) { return 2.0 * cfg.optimizer.lr * steps; }
+// An optimizer step moves any weight by at most lr (Adam's normalised step, Lion's sign);
+// Adafactor's step is its relative step 1e-2 times max(eps2, RMS(key bias)) = eps2 (the key bias
+// stays ~0).
+double key_bias_bound(const JobConfig& cfg, int steps) {
+  const OptimizerConfig& o = cfg.optimizer;
+  const double lr = o.type == "Adafactor" ? 1e-2 * o.eps2 : o.lr;
+  return 2.0 * lr * steps;
+}
+
+// 8-bit moments resumed on another layout are requantised in other blocks (Note [8-bit
+// checkpoints]): the continuation then differs by the quantisation error, not just the summation
+// order. Measured (AdamW8bit 2 ranks stage 1 -> 1 rank stage 3, 4 steps): loss rel 3.1e-6,
+// grad_norm rel 1.0e-4, max |dw| 4.5e-4 of max |w|.
+constexpr double kLossRel8bit = 1e-4, kGradNormRel8bit = 1e-3, kWeightRel8bit = 2e-3;
 
 bool within_tolerance(const Divergence& d, const JobConfig& cfg, int steps) {
   return d.loss_rel <= kLossRel && d.grad_norm_rel <= kGradNormRel &&
@@ -441,7 +487,9 @@ class CheckpointTest : public ::testing::Test {
     world_ = world_size();
     data_.varied = dir_.file("tokens.bin");
     data_.periodic = dir_.file("periodic.bin");
+    data_.nvme = dir_.file("nvme");
     if (world_rank() == 0) {
+      std::filesystem::create_directories(data_.nvme);
       testing::write_llmc_tokens(data_.varied, testing::patterned_tokens(8192, kVocab, 7));
       testing::write_llmc_tokens(data_.periodic, periodic_tokens(8192));
     }
@@ -586,6 +634,22 @@ std::vector<SameCase> same_cases() {
   add(0, 3, 2, Prec::kF16, true, true, true, 6, 3);
   // A world of one without MPI.
   add(1, 3, 2, Prec::kF32, true, false, false, 4);
+  // The other optimizers, and the state offloaded: 8-bit moments requantise to the same codes
+  // (Note [8-bit checkpoints]), Adafactor's whole factored moments come back on every rank.
+  auto opt = [&](int stage, Prec p, const char* optimizer,
+                 OffloadDevice off = OffloadDevice::kNone) {
+    add(0, stage, 2, p, true, stage == 3, false, 4);
+    v.back().s.optimizer = optimizer;
+    v.back().s.offload = off;
+  };
+  opt(2, Prec::kBF16, "AdamW8bit");
+  opt(3, Prec::kF32, "Adafactor");
+  opt(1, Prec::kBF16, "Adafactor");
+  opt(1, Prec::kF32, "SGD");
+  opt(2, Prec::kBF16, "Lion");
+  opt(3, Prec::kBF16, "AdamW", OffloadDevice::kNvme);
+  opt(1, Prec::kF32, "AdamW8bit", OffloadDevice::kCpu);
+  opt(2, Prec::kBF16, "Adafactor", OffloadDevice::kNvme);
   return v;
 }
 
@@ -656,9 +720,10 @@ TEST_P(Reshard, ResumesOnAnotherWorldAndStage) {
   const Divergence d =
       divergence(after, ref_after, w_after, r->layout(), ref.w_final, plan_a.layout);
   const int steps = kSteps - kReshardCkpt;
-  EXPECT_LE(d.loss_rel, kLossRel) << describe(d);
-  EXPECT_LE(d.grad_norm_rel, kGradNormRel) << describe(d);
-  EXPECT_LE(d.w.max_abs, kWeightRel * d.w.max_ref) << describe(d);
+  const bool requantised = cfg_b.optimizer.is_8bit();
+  EXPECT_LE(d.loss_rel, requantised ? kLossRel8bit : kLossRel) << describe(d);
+  EXPECT_LE(d.grad_norm_rel, requantised ? kGradNormRel8bit : kGradNormRel) << describe(d);
+  EXPECT_LE(d.w.max_abs, (requantised ? kWeightRel8bit : kWeightRel) * d.w.max_ref) << describe(d);
   EXPECT_LE(d.w.key_bias_max_abs, key_bias_bound(cfg_b, steps)) << describe(d);
   EXPECT_EQ(d.w.padding_max, 0.0) << "padding of the master weights was trained";
   if (w.comm() == nullptr || w.comm()->rank() == 0)
@@ -666,6 +731,12 @@ TEST_P(Reshard, ResumesOnAnotherWorldAndStage) {
 }
 
 std::vector<ReshardCase> reshard_cases() {
+  auto opt = [](Shape from, Shape to, const char* optimizer,
+                OffloadDevice off = OffloadDevice::kNone) {
+    from.optimizer = to.optimizer = optimizer;
+    to.offload = off;
+    return ReshardCase{from, to};
+  };
   auto s = [](int world, int stage, bool small = false, bool overlap = false) {
     Shape x;
     x.world = world;
@@ -691,6 +762,15 @@ std::vector<ReshardCase> reshard_cases() {
       {s(4, 2, true, true), s(1, 0)},  // 4->1, stage 2->0
       {s(4, 1), s(2, 3, true)},        // 4->2, stage 1->3
       {s(2, 3, true), s(4, 1, true)},  // 2->4, stage 3->1
+      // The other optimizers (Adafactor's whole-parameter reductions now span other ranks).
+      opt(s(2, 3, true), s(1, 1), "Adafactor"),
+      opt(s(1, 0), s(2, 3, true, true), "Adafactor"),
+      opt(s(2, 0), s(2, 2, true), "SGD"),
+      opt(s(2, 2, true), s(1, 3), "Lion"),
+      opt(s(2, 1), s(1, 3, true), "AdamW8bit"),
+      opt(s(1, 2), s(2, 1, true), "AdamW", OffloadDevice::kNvme),
+      opt(s(4, 3, true), s(2, 1), "Adafactor"),
+      opt(s(2, 1), s(4, 2, true), "AdamW8bit", OffloadDevice::kCpu),
   };
 }
 
