@@ -245,7 +245,7 @@ void Coordinator::on_hello(const protocol::PeerId& peer, const protocol::WorkerH
 namespace {
 
 // Where the plan puts the model state: optimizer states (master weights included) follow
-// offload_optimizer; parameters and gradients stay on the device.
+// offload_optimizer, the stage-3 parameter shard offload_param; gradients stay on the device.
 protocol::StatePlacement state_placement(const ZeroConfig& z) {
   protocol::StatePlacement p;
   switch (z.offload_optimizer.device) {
@@ -259,6 +259,11 @@ protocol::StatePlacement state_placement(const ZeroConfig& z) {
       p.optimizer_states = protocol::Placement::kNvme;
       p.nvme_path = z.offload_optimizer.nvme_path;
       break;
+  }
+  if (z.offload_param.device == OffloadDevice::kCpu) p.parameters = protocol::Placement::kCpu;
+  if (z.offload_param.device == OffloadDevice::kNvme) {
+    p.parameters = protocol::Placement::kNvme;
+    if (p.nvme_path.empty()) p.nvme_path = z.offload_param.nvme_path;
   }
   return p;
 }

@@ -24,7 +24,8 @@
 //   count_nonfinite: number of NaN/Inf elements
 //
 // Multi-threaded with OpenMP; the hot loops are vectorised for AVX2 or AVX-512, chosen at run time
-// by what the CPU supports, with a scalar tail. Results do not depend on the thread count.
+// by what the CPU supports (kernels/cpu/simd.h, which also lets tests force a level), with a scalar
+// tail. Results depend neither on the thread count nor on the SIMD level (same bits).
 #pragma once
 
 #include <cstddef>
@@ -40,8 +41,8 @@ void adamw_update(float* master, float* m, float* v, const T* grad, size_t n, fl
 // momentum_buf may be null when momentum == 0.
 template <typename T>
 void sgd_update(float* master, float* momentum_buf, const T* grad, size_t n, float lr,
-                float momentum, float dampening, float weight_decay, bool nesterov,
-                bool first_step, float grad_scale);
+                float momentum, float dampening, float weight_decay, bool nesterov, bool first_step,
+                float grad_scale);
 
 template <typename T>
 void lion_update(float* master, float* m, const T* grad, size_t n, float lr, float beta1,
@@ -65,10 +66,13 @@ const QuantMap& signed_dynamic_map();
 const QuantMap& unsigned_dynamic_map();
 
 // The code of the map entry nearest to x (x within [-1, 1] for signed, [0, 1] for unsigned; values
-// outside are clamped).
+// outside are clamped), ties to the lower code; NaN gives the code of 0. (The maps' construction
+// and the proof of exactness: Notes [dynamic code maps] and [nearest code] in cpu/quantize.cpp.)
 uint8_t quantize_value(const QuantMap& map, float x);
 
-// Block-wise: codes/absmax from x (n values); and back.
+// Block-wise: codes/absmax from x (n values); and back. absmax is max |x| of the block, exact; an
+// all-zero block gets absmax 0 and the code of 0; a block holding NaN or Inf gets absmax NaN or Inf
+// and dequantises to NaN throughout. first_block outside 1..kQuantBlock is clamped into it.
 void quantize_blocks(const QuantMap& map, const float* x, size_t n, size_t first_block,
                      uint8_t* codes, float* absmax);
 void dequantize_blocks(const QuantMap& map, const uint8_t* codes, const float* absmax, size_t n,

@@ -265,7 +265,7 @@ int run(int argc, char** argv) {
   if (lead) {
     // Where this rank's optimizer state lives (every rank's is alike).
     const zt::StatePlacementInfo pl = trainer->engine().placement();
-    const std::string line = fmt::format(
+    std::string line = fmt::format(
         "optimizer {}: state on {} ({:.1f} MiB in memory{}, {:.1f} MiB small state; "
         "streamed in chunks of {} elements)",
         cfg.optimizer.type, pl.location, static_cast<double>(pl.resident_bytes) / 1048576.0,
@@ -273,6 +273,11 @@ int run(int argc, char** argv) {
             ? fmt::format(", {:.1f} MiB on disk", static_cast<double>(pl.disk_bytes) / 1048576.0)
             : std::string(),
         static_cast<double>(pl.side_bytes) / 1048576.0, pl.chunk_elements);
+    if (!pl.param_location.empty())
+      line +=
+          fmt::format("; parameter shard on {} ({:.1f} MiB in memory, {:.1f} MiB on disk)",
+                      pl.param_location, static_cast<double>(pl.param_resident_bytes) / 1048576.0,
+                      static_cast<double>(pl.param_disk_bytes) / 1048576.0);
     if (run_dir) (void)run_dir->event("rank 0 " + line);
     std::printf("zt-worker: rank 0 %s\n", line.c_str());
   }

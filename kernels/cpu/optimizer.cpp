@@ -72,7 +72,9 @@ std::atomic<int>& level_slot() {
 }
 }  // namespace
 
-SimdLevel simd_level() { return static_cast<SimdLevel>(level_slot().load(std::memory_order_relaxed)); }
+SimdLevel simd_level() {
+  return static_cast<SimdLevel>(level_slot().load(std::memory_order_relaxed));
+}
 
 bool set_simd_level_for_testing(SimdLevel level) {
   if (!simd_level_supported(level)) return false;
@@ -138,8 +140,7 @@ inline void lion_scalar(float& p, float& m, float g, const LionConst& c) {
 // ---- scalar level ----
 
 template <typename T>
-void adamw_range_scalar(float* p, float* m, float* v, const T* g, size_t len,
-                        const AdamWConst& c) {
+void adamw_range_scalar(float* p, float* m, float* v, const T* g, size_t len, const AdamWConst& c) {
   for (size_t j = 0; j < len; ++j) detail::adamw_scalar(p[j], m[j], v[j], to_f32(g[j]), c);
 }
 
@@ -183,9 +184,9 @@ ZT_TARGET_AVX2 void sgd_range_avx2(float* p, float* buf, const T* g, size_t len,
     const __m256 pj = _mm256_loadu_ps(p + j);
     __m256 gj = _mm256_fmadd_ps(wd, pj, _mm256_mul_ps(detail::load8(g + j), gs));
     if (c.use_momentum) {
-      const __m256 b =
-          c.first_step ? gj
-                       : _mm256_fmadd_ps(omd, gj, _mm256_mul_ps(mom, _mm256_loadu_ps(buf + j)));
+      const __m256 b = c.first_step
+                           ? gj
+                           : _mm256_fmadd_ps(omd, gj, _mm256_mul_ps(mom, _mm256_loadu_ps(buf + j)));
       _mm256_storeu_ps(buf + j, b);
       gj = c.nesterov ? _mm256_fmadd_ps(mom, b, gj) : b;
     }
@@ -246,9 +247,9 @@ ZT_TARGET_AVX512 void sgd_range_avx512(float* p, float* buf, const T* g, size_t 
     const __m512 pj = _mm512_loadu_ps(p + j);
     __m512 gj = _mm512_fmadd_ps(wd, pj, _mm512_mul_ps(detail::load16(g + j), gs));
     if (c.use_momentum) {
-      const __m512 b =
-          c.first_step ? gj
-                       : _mm512_fmadd_ps(omd, gj, _mm512_mul_ps(mom, _mm512_loadu_ps(buf + j)));
+      const __m512 b = c.first_step
+                           ? gj
+                           : _mm512_fmadd_ps(omd, gj, _mm512_mul_ps(mom, _mm512_loadu_ps(buf + j)));
       _mm512_storeu_ps(buf + j, b);
       gj = c.nesterov ? _mm512_fmadd_ps(mom, b, gj) : b;
     }
@@ -406,9 +407,8 @@ ZT_TARGET_AVX2 size_t count_nonfinite_avx2(const T* x, size_t len) {
     const __m256i b =
         _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), mask);
     if constexpr (std::is_same_v<T, float>) {
-      count += static_cast<size_t>(
-          __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(
-              _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, mask))))));
+      count += static_cast<size_t>(__builtin_popcount(static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, mask))))));
     } else {
       // Two mask bits per 16-bit element.
       count += static_cast<size_t>(__builtin_popcount(
@@ -446,8 +446,8 @@ template <typename T>
 void adamw_update(float* master, float* m, float* v, const T* grad, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2,
                   float grad_scale) {
-  const AdamWConst c = detail::adamw_const(lr, beta1, beta2, eps, weight_decay, bias_corr1,
-                                           bias_corr2, grad_scale);
+  const AdamWConst c =
+      detail::adamw_const(lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2, grad_scale);
   const SimdLevel level = simd_level();
   for_each_chunk(n, [&](size_t i0, size_t len) {
     switch (level) {
@@ -467,8 +467,8 @@ void adamw_update(float* master, float* m, float* v, const T* grad, size_t n, fl
 
 template <typename T>
 void sgd_update(float* master, float* momentum_buf, const T* grad, size_t n, float lr,
-                float momentum, float dampening, float weight_decay, bool nesterov,
-                bool first_step, float grad_scale) {
+                float momentum, float dampening, float weight_decay, bool nesterov, bool first_step,
+                float grad_scale) {
   const bool use_momentum = momentum != 0.0f;
   const SgdConst c{-lr,        momentum,     1.0f - dampening, weight_decay,
                    grad_scale, use_momentum, nesterov,         first_step};
@@ -494,7 +494,7 @@ void sgd_update(float* master, float* momentum_buf, const T* grad, size_t n, flo
 template <typename T>
 void lion_update(float* master, float* m, const T* grad, size_t n, float lr, float beta1,
                  float beta2, float weight_decay, float grad_scale) {
-  const LionConst c{beta1, 1.0f - beta1, beta2, 1.0f - beta2, -lr, 1.0f - lr * weight_decay,
+  const LionConst c{beta1,     1.0f - beta1, beta2, 1.0f - beta2, -lr, 1.0f - lr * weight_decay,
                     grad_scale};
   const SimdLevel level = simd_level();
   for_each_chunk(n, [&](size_t i0, size_t len) {

@@ -103,8 +103,7 @@ ZT_TARGET_AVX2 inline AdamWConst8 broadcast8(const AdamWConst& c) {
           _mm256_set1_ps(c.neg_step), _mm256_set1_ps(c.decay),    _mm256_set1_ps(c.grad_scale)};
 }
 
-ZT_TARGET_AVX2 inline void adamw8(__m256& p, __m256& m, __m256& v, __m256 g,
-                                  const AdamWConst8& c) {
+ZT_TARGET_AVX2 inline void adamw8(__m256& p, __m256& m, __m256& v, __m256 g, const AdamWConst8& c) {
   g = _mm256_mul_ps(g, c.grad_scale);
   m = _mm256_fmadd_ps(c.omb1, g, _mm256_mul_ps(c.b1, m));
   v = _mm256_fmadd_ps(c.omb2, _mm256_mul_ps(g, g), _mm256_mul_ps(c.b2, v));

@@ -14,24 +14,27 @@
 //             plus 0 and +1e-7 = 256 codes. (A set symmetric about an exact 0 has an odd size, so
 //             one value has no mirror: +1e-7, the lower edge of the 7th decade.)  code 0 = -1,
 //             code 127 = 0, code 128 = 1e-7, code 255 = +1.
-//   unsigned: F(d) = 7 - d: 128 + 64 + ... + 2 = 254 values in (1e-6, 1], plus 0 and 1e-7 = 256.
+//   unsigned: F(d) = 7 - d: 128 + 64 + ... + 2 = 254 values in [5.5e-7, 1], plus 0 and 1e-7 = 256.
 //             code 0 = 0, code 255 = 1.
 // Entries are computed in fp64 as 10^-d (2^F + 9k) / (10 2^F), then rounded once to fp32, so 1 is
 // exact (k = 2^F, d = 0). The largest gap relative to absmax is at the top of the first decade:
 // 0.9 / 64 (signed) and 0.9 / 128 (unsigned).
 //
-// Note [nearest code]: quantize_value returns exactly the code nearest to x, ties to the lower code.
-// mid[k] (k = 1..255) is the smallest float strictly above the exact midpoint of code[k-1] and
-// code[k] (the midpoint of two floats is exact in fp64), so for a float x, x >= mid[k] exactly when
-// x is nearer to code[k] (or beyond). The nearest code is thus #{k : x >= mid[k]}. The lookup reads
-// a candidate from lut[] indexed by the top 16 bits of x (sign, exponent, 7 mantissa bits): the
-// candidate is the nearest code of the smallest value sharing those bits. Such a bucket is at most
-// 2^-8 wide for x in [0.5, 1) and at most 10^-d / 128 wide in decade d, narrower than every gap
-// between neighbouring codes there (0.9 / 128 = 0.0070 at the top of the unsigned map, 0.9 10^-d /
-// 2^F(d) >= 0.9 10^-d / 64 below), and neighbouring midpoints are at least one gap apart, so a
-// bucket holds at most one midpoint and the answer is the candidate or the next code:
-// code = lut[bits >> 16] + (x >= mid[lut + 1]). kernel_optimizer_test checks both ends of every
-// bucket and both sides of every midpoint against an fp64 brute force.
+// Note [nearest code]: quantize_value returns exactly the code nearest to x, ties to the lower
+// code. mid[k] (k = 1..255) is the smallest float strictly above the exact midpoint of code[k-1]
+// and code[k] (the midpoint of two floats is exact in fp64), so for a float x, x >= mid[k] exactly
+// when x is nearer to code[k] (or beyond). The nearest code is thus #{k : x >= mid[k]}. The lookup
+// reads a candidate from lut[] indexed by the top 16 bits of x (sign, exponent, 7 mantissa bits):
+// the candidate is the nearest code of the smallest value sharing those bits. Such a bucket is at
+// most 2^-8 wide for x in [0.5, 1) and at most 10^-d / 128 wide in decade d, narrower than every
+// gap between neighbouring codes there (0.9 / 128 = 0.0070 at the top of the unsigned map, 0.9
+// 10^-d / 2^F(d) >= 0.9 10^-d / 64 below), and neighbouring midpoints are at least one gap apart,
+// so a bucket holds at most one midpoint and the answer is the candidate or the next code: code =
+// lut[bits >> 16] + (x >= mid[lut + 1]). kernel_optimizer_test checks both ends of every bucket and
+// both sides of every midpoint against an fp64 brute force. quantize_value and the scalar and AVX2
+// block code use this lookup (AVX2 with gathers); the AVX-512 code counts the midpoints by a
+// binary search instead (Note [gather-free AVX-512 lookups]). Both compute #{k : x >= mid[k]}, so
+// every level gives the same codes.
 //   Out of range: x is first clamped to [code[0], code[255]]: Inf and values beyond +-1 take the
 //   end codes, negative values take code 0 in the unsigned map.
 //   NaN maps to the code of 0 (signed 127, unsigned 0), deterministically and without trapping.
@@ -90,7 +93,8 @@ void build_map(QuantMap& map, bool is_signed) {
   for (int k = 1; k < 256; ++k) {
     const double exact = (static_cast<double>(map.code[k - 1]) + map.code[k]) / 2.0;
     float t = static_cast<float>(exact);
-    if (static_cast<double>(t) <= exact) t = std::nextafter(t, std::numeric_limits<float>::infinity());
+    if (static_cast<double>(t) <= exact)
+      t = std::nextafter(t, std::numeric_limits<float>::infinity());
     map.mid[k] = t;
   }
 
@@ -104,8 +108,8 @@ void build_map(QuantMap& map, bool is_signed) {
     // The smallest value of the bucket: the largest magnitude when negative.
     const uint32_t bits = (u & 0x8000u) ? ((u << 16) | 0xFFFFu) : (u << 16);
     const float x = std::min(std::max(f32_from_bits(bits), map.code[0]), map.code[255]);
-    map.lut[u] = static_cast<uint8_t>(std::upper_bound(map.mid + 1, map.mid + 256, x) -
-                                      (map.mid + 1));
+    map.lut[u] =
+        static_cast<uint8_t>(std::upper_bound(map.mid + 1, map.mid + 256, x) - (map.mid + 1));
   }
 }
 
@@ -127,6 +131,21 @@ inline void block_range(size_t b, size_t n, size_t fb, size_t& i0, size_t& len) 
 }
 
 constexpr uint32_t kAbsMask = 0x7FFFFFFFu;
+
+// Thresholds of the AVX-512 binary search, level by level (Note [gather-free AVX-512 lookups]).
+struct SearchTable {
+  alignas(64) float level[8][128];  // level L: mid[(2j + 1) * (128 >> L)], j < 2^L; +Inf after
+};
+
+void build_search_table(const QuantMap& map, SearchTable& t) {
+  for (int l = 0; l < 8; ++l) {
+    const int step = 128 >> l;
+    for (int j = 0; j < 128; ++j) {
+      t.level[l][j] =
+          j < (1 << l) ? map.mid[(2 * j + 1) * step] : std::numeric_limits<float>::infinity();
+    }
+  }
+}
 
 // ---- scalar ----
 
@@ -154,8 +173,8 @@ void dequantize_block_scalar(const QuantMap& map, const uint8_t* codes, size_t l
 
 template <typename T>
 void adamw8bit_block_scalar(float* p, uint8_t* mc, float* ma, uint8_t* vc, float* va, const T* g,
-                            size_t len, const AdamWConst& c, const QuantMap& sm,
-                            const QuantMap& um, float* mb, float* vb) {
+                            size_t len, const AdamWConst& c, const QuantMap& sm, const QuantMap& um,
+                            float* mb, float* vb) {
   const float am = *ma, av = *va;
   for (size_t j = 0; j < len; ++j) {
     float mj = sm.code[mc[j]] * am, vj = um.code[vc[j]] * av;
@@ -180,8 +199,8 @@ ZT_TARGET_AVX2 inline __m256 dequant8(const QuantMap& map, const uint8_t* codes)
 ZT_TARGET_AVX2 inline uint64_t quantize8(const QuantMap& map, __m256 y) {
   y = _mm256_min_ps(_mm256_set1_ps(map.code[255]), _mm256_max_ps(_mm256_set1_ps(map.code[0]), y));
   const __m256i t = _mm256_srli_epi32(_mm256_castps_si256(y), 16);
-  const __m256i word = _mm256_i32gather_epi32(reinterpret_cast<const int*>(map.lut),
-                                              _mm256_srli_epi32(t, 2), 4);
+  const __m256i word =
+      _mm256_i32gather_epi32(reinterpret_cast<const int*>(map.lut), _mm256_srli_epi32(t, 2), 4);
   const __m256i shift = _mm256_slli_epi32(_mm256_and_si256(t, _mm256_set1_epi32(3)), 3);
   const __m256i one = _mm256_set1_epi32(1);
   __m256i c = _mm256_and_si256(_mm256_srlv_epi32(word, shift), _mm256_set1_epi32(0xFF));
@@ -227,7 +246,8 @@ ZT_TARGET_AVX2 void dequantize_block_avx2(const QuantMap& map, const uint8_t* co
                                           float absmax, float* out) {
   const __m256 a = _mm256_set1_ps(absmax);
   size_t j = 0;
-  for (; j + 8 <= len; j += 8) _mm256_storeu_ps(out + j, _mm256_mul_ps(dequant8(map, codes + j), a));
+  for (; j + 8 <= len; j += 8)
+    _mm256_storeu_ps(out + j, _mm256_mul_ps(dequant8(map, codes + j), a));
   for (; j < len; ++j) out[j] = map.code[codes[j]] * absmax;
 }
 
@@ -259,27 +279,15 @@ ZT_TARGET_AVX2 void adamw8bit_block_avx2(float* p, uint8_t* mc, float* ma, uint8
 
 // ---- AVX-512 ----
 //
-// Note [gather-free AVX-512 lookups]: gathers cost ~20 cycles per 16 lanes on the CPUs measured
-// (and far more on Intel parts with the GDS microcode mitigation), so AVX-512 looks codes up with
-// register permutes instead. Dequantise: the 256 fp32 codes are 8 pairs of registers; vpermt2ps
-// picks within each 32-entry pair by the low 5 bits and three blends on bits 5-7 choose the pair.
-// Quantise: a branch-free binary search for #{k : y >= mid[k]} (Note [nearest code]); its step
-// of size 2^s compares y with mid[c + 2^s] for the code bits c found so far, so level L needs the
-// 2^L thresholds mid[(2j + 1) 2^s] (SearchTable), looked up with one to four permutes.
-
-struct SearchTable {
-  alignas(64) float level[8][128];  // level L: mid[(2j + 1) * (128 >> L)], j < 2^L; +Inf after
-};
-
-void build_search_table(const QuantMap& map, SearchTable& t) {
-  for (int l = 0; l < 8; ++l) {
-    const int step = 128 >> l;
-    for (int j = 0; j < 128; ++j) {
-      t.level[l][j] = j < (1 << l) ? map.mid[(2 * j + 1) * step]
-                                   : std::numeric_limits<float>::infinity();
-    }
-  }
-}
+// Note [gather-free AVX-512 lookups]: gathers are slow (on the AMD EPYC development VM, one thread:
+// dequantise 0.66 ns per element with vgatherdps against 0.19 with permutes, quantise 1.64 with
+// two gathers against 0.92 with the search below; Intel parts with the GDS microcode mitigation
+// gather slower still), so AVX-512 looks codes up with register permutes instead. Dequantise: the
+// 256 fp32 codes are 8 pairs of registers; vpermt2ps picks within each 32-entry pair by the low 5
+// bits and three blends on bits 5-7 choose the pair. Quantise: a branch-free binary search for #{k
+// : y >= mid[k]} (Note [nearest code]); its step of size 2^s compares y with mid[c + 2^s] for the
+// code bits c found so far, so level L needs the 2^L thresholds mid[(2j + 1) 2^s] (SearchTable),
+// looked up with one to four permutes.
 
 struct CodeRegs16 {
   __m512 t[16];
@@ -321,27 +329,30 @@ ZT_TARGET_AVX512 inline __m512 lookup128(const __m512* t, __m512i idx) {
 }
 
 ZT_TARGET_AVX512 inline __m512 dequant16(const CodeRegs16& r, const uint8_t* codes) {
-  const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+  const __m512i idx =
+      _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
   return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(128)),
                               lookup128(r.t, idx), lookup128(r.t + 8, idx));
+}
+
+// c += bit where y >= thr.
+ZT_TARGET_AVX512 inline __m512i search_step(__m512i c, __m512 y, __m512 thr, int bit) {
+  return _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr, _CMP_GE_OQ), c,
+                               _mm512_set1_epi32(bit));
 }
 
 // Codes of 16 values (Note [nearest code]): clamp, binary search, NaN to the code of 0.
 ZT_TARGET_AVX512 inline __m128i quantize16(const QuantMap& map, const SearchRegs16& r, __m512 y) {
   y = _mm512_min_ps(_mm512_set1_ps(map.code[255]), _mm512_max_ps(_mm512_set1_ps(map.code[0]), y));
-  __m512i c = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(y, r.l0, _CMP_GE_OQ),
-                                     _mm512_set1_epi32(128));
-  auto step = [&](__m512 thr, int bit) {
-    c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr, _CMP_GE_OQ), c,
-                              _mm512_set1_epi32(bit));
-  };
-  step(_mm512_permutexvar_ps(_mm512_srli_epi32(c, 7), r.l1), 64);
-  step(_mm512_permutexvar_ps(_mm512_srli_epi32(c, 6), r.l2), 32);
-  step(_mm512_permutexvar_ps(_mm512_srli_epi32(c, 5), r.l3), 16);
-  step(_mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), r.l4), 8);
-  step(_mm512_permutex2var_ps(r.l5[0], _mm512_srli_epi32(c, 3), r.l5[1]), 4);
-  step(lookup64(r.l6, _mm512_srli_epi32(c, 2)), 2);
-  step(lookup128(r.l7, _mm512_srli_epi32(c, 1)), 1);
+  __m512i c =
+      _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(y, r.l0, _CMP_GE_OQ), _mm512_set1_epi32(128));
+  c = search_step(c, y, _mm512_permutexvar_ps(_mm512_srli_epi32(c, 7), r.l1), 64);
+  c = search_step(c, y, _mm512_permutexvar_ps(_mm512_srli_epi32(c, 6), r.l2), 32);
+  c = search_step(c, y, _mm512_permutexvar_ps(_mm512_srli_epi32(c, 5), r.l3), 16);
+  c = search_step(c, y, _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), r.l4), 8);
+  c = search_step(c, y, _mm512_permutex2var_ps(r.l5[0], _mm512_srli_epi32(c, 3), r.l5[1]), 4);
+  c = search_step(c, y, lookup64(r.l6, _mm512_srli_epi32(c, 2)), 2);
+  c = search_step(c, y, lookup128(r.l7, _mm512_srli_epi32(c, 1)), 1);
   c = _mm512_mask_mov_epi32(c, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q),
                             _mm512_set1_epi32(map.lut[0]));  // NaN: the code of 0
   return _mm512_cvtepi32_epi8(c);
@@ -351,7 +362,8 @@ ZT_TARGET_AVX512 uint32_t absmax_bits_avx512(const float* x, size_t len) {
   const __m512i mask = _mm512_set1_epi32(static_cast<int>(kAbsMask));
   __m512i a = _mm512_setzero_si512();
   size_t j = 0;
-  for (; j + 16 <= len; j += 16) a = _mm512_max_epu32(a, _mm512_and_si512(_mm512_loadu_si512(x + j), mask));
+  for (; j + 16 <= len; j += 16)
+    a = _mm512_max_epu32(a, _mm512_and_si512(_mm512_loadu_si512(x + j), mask));
   return std::max(_mm512_reduce_max_epu32(a), absmax_bits_scalar(x + j, len - j));
 }
 
@@ -368,12 +380,13 @@ ZT_TARGET_AVX512 void quantize_block_avx512(const QuantMap& map, const SearchTab
   for (; j < len; ++j) codes[j] = quantize_scalar(map, x[j] / absmax);
 }
 
-ZT_TARGET_AVX512 void dequantize_block_avx512(const QuantMap& map, const uint8_t* codes,
-                                              size_t len, float absmax, float* out) {
+ZT_TARGET_AVX512 void dequantize_block_avx512(const QuantMap& map, const uint8_t* codes, size_t len,
+                                              float absmax, float* out) {
   const CodeRegs16 r = load_code_regs(map);
   const __m512 a = _mm512_set1_ps(absmax);
   size_t j = 0;
-  for (; j + 16 <= len; j += 16) _mm512_storeu_ps(out + j, _mm512_mul_ps(dequant16(r, codes + j), a));
+  for (; j + 16 <= len; j += 16)
+    _mm512_storeu_ps(out + j, _mm512_mul_ps(dequant16(r, codes + j), a));
   for (; j < len; ++j) out[j] = map.code[codes[j]] * absmax;
 }
 
@@ -397,9 +410,10 @@ ZT_TARGET_AVX512 void adamw_block_avx512(float* p, float* mb, float* vb, const T
 
 // ---- per-block dispatch ----
 
-// absmax of x (Note [absmax]) and the codes of x against it.
-void quantize_one_block(SimdLevel level, const QuantMap& map, const float* x, size_t len,
-                        uint8_t* codes, float* absmax) {
+// absmax of x (Note [absmax]) and the codes of x against it; table: map's SearchTable, used at
+// the AVX-512 level only.
+void quantize_one_block(SimdLevel level, const QuantMap& map, const SearchTable& table,
+                        const float* x, size_t len, uint8_t* codes, float* absmax) {
   uint32_t bits;
   switch (level) {
 #if ZT_X86_SIMD
@@ -422,7 +436,7 @@ void quantize_one_block(SimdLevel level, const QuantMap& map, const float* x, si
   switch (level) {
 #if ZT_X86_SIMD
     case SimdLevel::kAvx512:
-      quantize_block_avx512(map, x, len, a, codes);
+      quantize_block_avx512(map, table, x, len, a, codes);
       return;
     case SimdLevel::kAvx2:
       quantize_block_avx2(map, x, len, a, codes);
@@ -494,8 +508,10 @@ size_t quant_block_count(size_t n, size_t first_block) {
 void quantize_blocks(const QuantMap& map, const float* x, size_t n, size_t first_block,
                      uint8_t* codes, float* absmax) {
   const SimdLevel level = simd_level();
+  auto table = std::make_unique<SearchTable>();
+  if (level == SimdLevel::kAvx512) build_search_table(map, *table);
   for_each_block(n, first_block, [&](size_t b, size_t i0, size_t len) {
-    quantize_one_block(level, map, x + i0, len, codes + i0, absmax + b);
+    quantize_one_block(level, map, *table, x + i0, len, codes + i0, absmax + b);
   });
 }
 
@@ -512,11 +528,16 @@ void adamw8bit_update(float* master, uint8_t* m_codes, float* m_absmax, uint8_t*
                       float* v_absmax, const T* grad, size_t n, size_t first_block, float lr,
                       float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
                       float bias_corr2, float grad_scale) {
-  const AdamWConst c = detail::adamw_const(lr, beta1, beta2, eps, weight_decay, bias_corr1,
-                                           bias_corr2, grad_scale);
+  const AdamWConst c =
+      detail::adamw_const(lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2, grad_scale);
   const QuantMap& sm = signed_dynamic_map();
   const QuantMap& um = unsigned_dynamic_map();
   const SimdLevel level = simd_level();
+  auto tables = std::make_unique<SearchTable[]>(2);
+  if (level == SimdLevel::kAvx512) {
+    build_search_table(sm, tables[0]);
+    build_search_table(um, tables[1]);
+  }
   // Per block: dequantise and update into L1-resident scratch, then requantise from it.
   for_each_block(n, first_block, [&](size_t b, size_t i0, size_t len) {
     alignas(64) float mb[kQuantBlock];
@@ -527,8 +548,9 @@ void adamw8bit_update(float* master, uint8_t* m_codes, float* m_absmax, uint8_t*
     switch (level) {
 #if ZT_X86_SIMD
       case SimdLevel::kAvx512:
-        adamw8bit_block_avx512(p, mc, m_absmax + b, vc, v_absmax + b, grad + i0, len, c, sm, um,
-                               mb, vb);
+        dequantize_block_avx512(sm, mc, len, m_absmax[b], mb);
+        dequantize_block_avx512(um, vc, len, v_absmax[b], vb);
+        adamw_block_avx512(p, mb, vb, grad + i0, len, c);
         break;
       case SimdLevel::kAvx2:
         adamw8bit_block_avx2(p, mc, m_absmax + b, vc, v_absmax + b, grad + i0, len, c, sm, um, mb,
@@ -536,11 +558,11 @@ void adamw8bit_update(float* master, uint8_t* m_codes, float* m_absmax, uint8_t*
         break;
 #endif
       default:
-        adamw8bit_block_scalar(p, mc, m_absmax + b, vc, v_absmax + b, grad + i0, len, c, sm, um,
-                               mb, vb);
+        adamw8bit_block_scalar(p, mc, m_absmax + b, vc, v_absmax + b, grad + i0, len, c, sm, um, mb,
+                               vb);
     }
-    quantize_one_block(level, sm, mb, len, mc, m_absmax + b);
-    quantize_one_block(level, um, vb, len, vc, v_absmax + b);
+    quantize_one_block(level, sm, tables[0], mb, len, mc, m_absmax + b);
+    quantize_one_block(level, um, tables[1], vb, len, vc, v_absmax + b);
   });
 }
 

@@ -40,8 +40,7 @@ inline void sgd_update(double* master, double* momentum_buf, const double* grad,
   for (size_t i = 0; i < n; ++i) {
     double g = grad[i] * grad_scale + weight_decay * master[i];
     if (momentum != 0.0) {
-      momentum_buf[i] =
-          first_step ? g : momentum * momentum_buf[i] + (1.0 - dampening) * g;
+      momentum_buf[i] = first_step ? g : momentum * momentum_buf[i] + (1.0 - dampening) * g;
       g = nesterov ? g + momentum * momentum_buf[i] : momentum_buf[i];
     }
     master[i] -= lr * g;
@@ -97,11 +96,10 @@ inline void quantize_block(const float* code, const double* x, size_t len, uint8
 // optional) receive the updated moments before they are requantised.
 inline void adamw8bit_update(double* master, uint8_t* m_codes, double* m_absmax, uint8_t* v_codes,
                              double* v_absmax, const double* grad, size_t n, size_t first_block,
-                             double lr, double beta1, double beta2, double eps,
-                             double weight_decay, double bias_corr1, double bias_corr2,
-                             double grad_scale, const float* signed_code,
-                             const float* unsigned_code, double* m_updated = nullptr,
-                             double* v_updated = nullptr) {
+                             double lr, double beta1, double beta2, double eps, double weight_decay,
+                             double bias_corr1, double bias_corr2, double grad_scale,
+                             const float* signed_code, const float* unsigned_code,
+                             double* m_updated = nullptr, double* v_updated = nullptr) {
   const size_t blocks = quant_block_count(n, first_block);
   for (size_t b = 0; b < blocks; ++b) {
     const size_t i0 = b == 0 ? 0 : first_block + (b - 1) * 256;

@@ -419,7 +419,8 @@ Result<std::unique_ptr<StateStore>> StateStore::on_nvme(const std::string& dir, 
                                                         std::vector<StoreArray> arrays, int64_t n,
                                                         int64_t chunk, int buffer_count,
                                                         MemoryTracker& tracker,
-                                                        MemCategory category) {
+                                                        MemCategory category,
+                                                        std::string_view what) {
   ZT_ASSIGN_OR_RETURN(const int64_t store_chunk, checked_chunk(arrays, n, chunk));
   if (buffer_count < 3 || buffer_count > kMaxBufferCount) {
     return make_error(StatusCode::kInvalidArgument,
@@ -429,12 +430,13 @@ Result<std::unique_ptr<StateStore>> StateStore::on_nvme(const std::string& dir, 
   }
   if (dir.empty()) {
     return make_error(StatusCode::kInvalidArgument,
-                      "zero_optimization.offload_optimizer.nvme_path is empty; set it to a "
-                      "directory on a fast local disk");
+                      "the nvme_path of zero_optimization.offload_{} is empty; set it to a "
+                      "directory on a fast local disk",
+                      what == "states" ? "optimizer" : "param");
   }
   std::string path = dir;
   if (path.back() != '/') path += '/';
-  path += fmt::format("zerotrain-states-rank{}-{}.bin", rank, ::getpid());
+  path += fmt::format("zerotrain-{}-rank{}-{}.bin", what, rank, ::getpid());
 
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {

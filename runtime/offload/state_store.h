@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/backend/backend.h"
@@ -46,7 +47,7 @@ class StateStore {
   static Result<std::unique_ptr<StateStore>> in_memory(Backend& backend,
                                                        std::vector<StoreArray> arrays, int64_t n,
                                                        int64_t chunk, MemCategory category);
-  // In a new file `dir`/zerotrain-states-rank<rank>-<pid>.bin (created, sized and zero-filled;
+  // In a new file `dir`/zerotrain-<what>-rank<rank>-<pid>.bin (created, sized and zero-filled;
   // removed when the store is destroyed), streamed through `buffer_count` (>= 3) buffers of one
   // chunk of every array each, charged to `tracker` under `category`. O_DIRECT where the
   // filesystem allows it (tmpfs does not: then buffered I/O). Errors name the path: a missing or
@@ -57,7 +58,8 @@ class StateStore {
   static Result<std::unique_ptr<StateStore>> on_nvme(const std::string& dir, int rank,
                                                      std::vector<StoreArray> arrays, int64_t n,
                                                      int64_t chunk, int buffer_count,
-                                                     MemoryTracker& tracker, MemCategory category);
+                                                     MemoryTracker& tracker, MemCategory category,
+                                                     std::string_view what = "states");
 
   int64_t size() const { return n_; }
   int64_t chunk() const { return chunk_; }

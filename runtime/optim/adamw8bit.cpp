@@ -50,6 +50,16 @@ class AdamW8bit final : public Optimizer {
     return {{"exp_avg", 1}, {"exp_avg_sq", 1}};
   }
 
+  // A zero byte is the signed map's -1 (x absmax 0 = -0.0): start exp_avg at the code of 0 so a
+  // checkpoint of the initial state reads +0 and requantises to the same codes.
+  Status init_state(StateStore& store) override {
+    const uint8_t zero = kc::quantize_value(kc::signed_dynamic_map(), 0.0f);
+    return store.stream(0u, 1u << 1, [&](int64_t, int64_t count, void* const* p) {
+      std::fill_n(static_cast<uint8_t*>(p[1]), count, zero);
+      return Status::ok();
+    });
+  }
+
   void update(const OptimSegment& seg, int64_t begin, int64_t count, void* const* arrays,
               const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
     const Side& side = side_of(seg);

@@ -100,6 +100,12 @@ class Optimizer {
     return optimizer_checkpoint_states(cfg_);
   }
 
+  // Sets the store arrays' initial values once the store exists (it starts zero-filled).
+  virtual Status init_state(StateStore& store) {
+    (void)store;
+    return Status::ok();
+  }
+
   // Whole-parameter statistics before the update; `grads` is the rank's gradient over the owned
   // range (the working dtype). Collective when partitioned.
   virtual Status prepare(const OptimizerStepArgs& args, const Tensor& grads, StateStore& store,

@@ -35,10 +35,6 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const JobConfig& cfg, Backend& 
 
 Status Trainer::init() {
   // Nothing falls back silently: what this build cannot do is an error.
-  if (cfg_.zero.offload_param.device != OffloadDevice::kNone)
-    return make_error(StatusCode::kUnsupported,
-                      "zero_optimization.offload_param is not available in this build yet; remove "
-                      "it (offload_optimizer is)");
   if (cfg_.backend != BackendKind::kCpu)
     return make_error(StatusCode::kUnsupported,
                       "backend: cuda is not available in this build yet; use backend: cpu");
@@ -172,11 +168,13 @@ Result<StepResult> Trainer::step_impl() {
   r.step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   r.tokens_per_s = static_cast<double>(r.tokens) / (r.step_ms / 1000.0);
   r.memory = backend_.memory().snapshot();
+  const StatePlacementInfo pl = engine_->placement();
   if (cfg_.zero.offload_optimizer.device != OffloadDevice::kNone) {
-    const StatePlacementInfo pl = engine_->placement();
     r.offload_resident_bytes = pl.resident_bytes + pl.side_bytes;
     r.offload_disk_bytes = pl.disk_bytes;
   }
+  r.offload_resident_bytes += pl.param_resident_bytes;
+  r.offload_disk_bytes += pl.param_disk_bytes;
   r.comm = comm_.stats();
   return r;
 }

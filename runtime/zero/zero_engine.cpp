@@ -49,7 +49,9 @@ Status ZeroEngine::allocate() {
   const OffloadDevice offload = cfg_.zero.offload_optimizer.device;
   // fp32 training without offload: the working weights are the master weights.
   params_alias_master_ = stage_ == 0 && fp32;
-  shard_alias_master_ = stage_ == 3 && fp32 && offload == OffloadDevice::kNone;
+  const OffloadConfig& offp = cfg_.zero.offload_param;
+  shard_alias_master_ =
+      stage_ == 3 && fp32 && offload == OffloadDevice::kNone && offp.device == OffloadDevice::kNone;
   if (stage_ <= 2 && !params_alias_master_) {
     ZT_RETURN_IF_ERROR(
         alloc(params_full_buf_, params_full_, total, dtype_, MemCategory::kParameters));
@@ -64,6 +66,21 @@ Status ZeroEngine::allocate() {
   if (stage_ == 3) {
     if (shard_alias_master_) {
       param_shard_ = Tensor(store_->data(0), DType::kF32, {shard});
+    } else if (offp.device != OffloadDevice::kNone) {
+      if (!host_backend_) host_backend_ = make_cpu_backend();
+      std::vector<StoreArray> arrays = {{"parameters", ts}};
+      if (offp.device == OffloadDevice::kNvme) {
+        ZT_ASSIGN_OR_RETURN(
+            param_store_,
+            StateStore::on_nvme(offp.nvme_path, comm_.rank(), std::move(arrays), shard,
+                                offp.buffer_size, offp.buffer_count, host_backend_->memory(),
+                                MemCategory::kParameters, "params"));
+      } else {
+        ZT_ASSIGN_OR_RETURN(param_store_,
+                            StateStore::in_memory(*host_backend_, std::move(arrays), shard,
+                                                  offp.buffer_size, MemCategory::kParameters));
+        param_shard_ = Tensor(param_store_->data(0), dtype_, {shard});
+      }
     } else {
       ZT_RETURN_IF_ERROR(
           alloc(param_shard_buf_, param_shard_, shard, dtype_, MemCategory::kParameters));
@@ -109,6 +126,7 @@ Status ZeroEngine::allocate_state() {
         store_, StateStore::in_memory(state_backend, std::move(arrays), owned, off.buffer_size,
                                       MemCategory::kOptimizerStates));
   }
+  ZT_RETURN_IF_ERROR(opt_->init_state(*store_));
   if (params_alias_master_) params_full_ = Tensor(store_->data(0), DType::kF32, {plan_.total});
   ckpt_states_ = {{"master"}};
   for (const CheckpointStateInfo& st : opt_->checkpoint_states()) ckpt_states_.push_back(st);
@@ -120,11 +138,16 @@ StatePlacementInfo ZeroEngine::placement() const {
   p.device = cfg_.zero.offload_optimizer.device;
   p.location = p.device == OffloadDevice::kNvme  ? store_->location()
                : p.device == OffloadDevice::kCpu ? "host memory"
-                                                 : backend_.name() + " memory";
+                                                 : "device memory (" + backend_.name() + ")";
   p.resident_bytes = store_->resident_bytes();
   p.disk_bytes = store_->disk_bytes();
   p.side_bytes = opt_->side_bytes();
   p.chunk_elements = store_->chunk();
+  if (param_store_) {
+    p.param_location = param_store_->resident() ? "host memory" : param_store_->location();
+    p.param_resident_bytes = param_store_->resident_bytes();
+    p.param_disk_bytes = param_store_->disk_bytes();
+  }
   return p;
 }
 
@@ -165,8 +188,24 @@ void ZeroEngine::convert_master_range(int64_t begin, int64_t count, const float*
     if (!params_alias_master_) ops.convert(params_full_.slice(begin, end), src(begin, end));
     return;
   }
-  if (stage_ == 3 && !shard_alias_master_)
-    ops.convert(param_shard_.slice(begin, end), src(begin, end));
+  if (stage_ == 3 && !shard_alias_master_) {
+    if (param_shard_.defined()) {
+      ops.convert(param_shard_.slice(begin, end), src(begin, end));
+    } else {
+      // The shard is on NVMe: convert a store chunk at a time and write it there.
+      const int64_t step = param_store_->chunk();
+      const size_t ts = dtype_size(dtype_);
+      auto tmp = backend_.allocate(static_cast<size_t>(std::min(step, count)) * ts,
+                                   MemCategory::kWorkspace);
+      check(tmp.status());
+      for (int64_t lo = begin; lo < end; lo += step) {
+        const int64_t hi = std::min(end, lo + step);
+        const Tensor t = tmp->as(dtype_, {hi - lo});
+        ops.convert(t, src(lo, hi));
+        check(param_store_->write(0, lo, hi - lo, t.data));
+      }
+    }
+  }
   for (size_t i = 0; i < plan_.buckets.size(); ++i) {
     const PlanBucket& b = plan_.buckets[i];
     const int64_t lo = std::max(begin, b.shard_offset),
@@ -264,9 +303,18 @@ void ZeroEngine::start_gather(int u) {
     const Tensor region = all.slice(b.offset - unit.offset, b.offset - unit.offset + b.padded);
     if (b.persistent) {
       backend_.copy(region.data, persistent_buf_[static_cast<size_t>(bi)].data(), region.nbytes());
-    } else {
+    } else if (param_shard_.defined()) {
       g->works.push_back(comm_.all_gather_async(
           param_shard_.slice(b.shard_offset, b.shard_offset + b.shard), region));
+    } else {
+      // offload_param nvme: the slice comes from the file first (this is a prefetch, so the read
+      // overlaps the compute of the unit before).
+      auto st = take(param_stage_pool_, b.shard, MemCategory::kParameters);
+      check(st.status());
+      Buffer slice = std::move(st).value();
+      check(param_store_->read(0, b.shard_offset, b.shard, slice.data()));
+      g->works.push_back(comm_.all_gather_async(slice.as(dtype_, {b.shard}), region));
+      g->staging.push_back(std::move(slice));
     }
   }
   gathered_bytes_ += static_cast<int64_t>(g->buf.bytes());
@@ -301,6 +349,8 @@ Tensor ZeroEngine::unit_params(int u) {
     for (auto& w : g.works) check(w->wait());
     g.works.clear();
     g.waited = true;
+    for (Buffer& s : g.staging) param_stage_pool_.push_back(std::move(s));
+    g.staging.clear();
   }
   ++g.refs;
   prefetch_from(u);

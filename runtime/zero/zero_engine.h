@@ -52,6 +52,9 @@ struct StatePlacementInfo {
   int64_t disk_bytes = 0;      // in the NVMe file
   int64_t side_bytes = 0;      // the optimizer's small state, always in memory
   int64_t chunk_elements = 0;  // the streaming block (Note [state chunks])
+  // Stage 3 with offload_param: the working-weight shard's home (else empty / 0).
+  std::string param_location;
+  int64_t param_resident_bytes = 0, param_disk_bytes = 0;
 };
 
 class ZeroEngine final : public ModelStateHooks {
@@ -145,6 +148,7 @@ class ZeroEngine final : public ModelStateHooks {
   };
   struct Gathered {
     Buffer buf;
+    std::vector<Buffer> staging;  // shard slices read from an NVMe parameter store
     std::vector<std::unique_ptr<Work>> works;
     int refs = 0;
     bool waited = false;
@@ -185,6 +189,10 @@ class ZeroEngine final : public ModelStateHooks {
   std::unique_ptr<Backend> host_backend_;
   std::unique_ptr<Optimizer> opt_;
   std::unique_ptr<StateStore> store_;
+  // Stage 3 with offload_param: the working-weight shard (one array of the working dtype). In host
+  // memory (cpu) param_shard_ views it; on nvme each gather reads its slices into staging buffers.
+  std::unique_ptr<StateStore> param_store_;
+  std::vector<Buffer> param_stage_pool_;
   std::vector<CheckpointStateInfo> ckpt_states_;
   std::vector<Buffer> persistent_buf_;  // per bucket (stage 3, persistent ones only)
   // Stage 3: gathered units; stage 2/3: unit gradient buffers handed to the model.

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -170,7 +171,6 @@ INSTANTIATE_TEST_SUITE_P(Kernels, OptimizerTest,
                                                               size_t{4097}, size_t{3000017})),
                          optimizer_param_name);
 
-
 // ---------------------------------------------------------------------------------------------
 // SIMD levels
 // ---------------------------------------------------------------------------------------------
@@ -211,13 +211,13 @@ class ScopedSimdLevel {
   bool ok_ = false;
 };
 
-#define ZT_USE_SIMD_LEVEL_OR_SKIP(level)                                                      \
-  if (!cpu::simd_level_supported(level)) {                                                    \
-    GTEST_SKIP() << "this CPU lacks " << cpu::simd_level_name(level) << " (needs "            \
-                 << level_requirement(level) << "); detected level: "                         \
-                 << cpu::simd_level_name(cpu::detected_simd_level());                         \
-  }                                                                                           \
-  ScopedSimdLevel scoped_level(level);                                                        \
+#define ZT_USE_SIMD_LEVEL_OR_SKIP(level)                                                       \
+  if (!cpu::simd_level_supported(level)) {                                                     \
+    GTEST_SKIP() << "this CPU lacks " << cpu::simd_level_name(level) << " (needs "             \
+                 << level_requirement(level)                                                   \
+                 << "); detected level: " << cpu::simd_level_name(cpu::detected_simd_level()); \
+  }                                                                                            \
+  ScopedSimdLevel scoped_level(level);                                                         \
   ASSERT_TRUE(scoped_level.ok())
 
 TEST(SimdLevel, DetectionAndForcing) {
@@ -286,7 +286,7 @@ TEST(LionKernel, SignOfZeroIsZeroAndNanPropagates) {
   EXPECT_EQ(p[1], -2.0f * decay);
   EXPECT_EQ(p[2], 1.5f * decay);
   EXPECT_NEAR(p[3], 1.0 * decay - lr, 1e-7);  // c = 0.5 > 0
-  EXPECT_TRUE(std::isnan(p[4]));               // a NaN gradient is not silently skipped
+  EXPECT_TRUE(std::isnan(p[4]));              // a NaN gradient is not silently skipped
   EXPECT_NEAR(m[0], 0.75 * -0.25 + 0.25 * 0.25, 1e-7);
   EXPECT_EQ(m[2], 0.0f);
 }
@@ -328,9 +328,8 @@ void check_sgd_steps(size_t n, const SgdCase& sc) {
   for (int step = 1; step <= kSteps; ++step) {
     auto grad = random_vec<T>(rng, n, -2.0, 2.0);
     for (size_t i = 0; i < n; i += 13) grad[i] = from_f32<T>(0.0f);
-    cpu::sgd_update(master.data(), use_buf ? buf.data() : nullptr, grad.data(), n, lr,
-                    sc.momentum, sc.dampening, sc.weight_decay, sc.nesterov, step == 1,
-                    grad_scale);
+    cpu::sgd_update(master.data(), use_buf ? buf.data() : nullptr, grad.data(), n, lr, sc.momentum,
+                    sc.dampening, sc.weight_decay, sc.nesterov, step == 1, grad_scale);
     ref::sgd_update(master64.data(), buf64.data(), to_double(grad).data(), n, lr, sc.momentum,
                     sc.dampening, sc.weight_decay, sc.nesterov, step == 1, grad_scale);
   }
@@ -481,11 +480,10 @@ void check_quantize_value(const cpu::QuantMap& map) {
   }
   const float inf = std::numeric_limits<float>::infinity();
   const float denorm_min = std::numeric_limits<float>::denorm_min();
-  const float specials[] = {0.0f,         -0.0f,       inf,         -inf,       denorm_min,
-                            -denorm_min,  1e-40f,      -1e-40f,     1.17e-38f,  -1.17e-38f,
-                            next_up(1.f), next_down(1.f), -next_down(1.f), -next_up(1.f), 2.0f,
-                            -2.0f,        5e-8f,       -5e-8f,      1e-7f,      3.4e38f,
-                            -3.4e38f};
+  const float specials[] = {
+      0.0f,    -0.0f,     inf,        -inf,         denorm_min,     -denorm_min,     1e-40f,
+      -1e-40f, 1.17e-38f, -1.17e-38f, next_up(1.f), next_down(1.f), -next_down(1.f), -next_up(1.f),
+      2.0f,    -2.0f,     5e-8f,      -5e-8f,       1e-7f,          3.4e38f,         -3.4e38f};
   xs.insert(xs.end(), std::begin(specials), std::end(specials));
   Rng rng(66);
   for (int i = 0; i < 200000; ++i) {
@@ -500,16 +498,17 @@ void check_quantize_value(const cpu::QuantMap& map) {
     const uint8_t got = cpu::quantize_value(map, x);
     if (got != want && mismatches++ < 5) {
       char line[200];
-      std::snprintf(line, sizeof line, "\n  x = %.9g (bits %08x): got %d (%.9g), want %d (%.9g)",
-                    x, f32_bits(x), got, map.code[got], want, map.code[want]);
+      std::snprintf(line, sizeof line, "\n  x = %.9g (bits %08x): got %d (%.9g), want %d (%.9g)", x,
+                    f32_bits(x), got, map.code[got], want, map.code[want]);
       first += line;
     }
   }
   EXPECT_EQ(mismatches, 0u) << "of " << xs.size() << " values; first:" << first;
   EXPECT_GT(exact_midpoints, 0u) << "no representable midpoint: the tie rule went untested";
   // NaN: documented to take the code of 0.
-  for (float nan : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
-                    f32_from_bits(0x7F800001u), f32_from_bits(0xFFFFFFFFu)}) {
+  for (float nan :
+       {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+        f32_from_bits(0x7F800001u), f32_from_bits(0xFFFFFFFFu)}) {
     EXPECT_EQ(cpu::quantize_value(map, nan), zero_code_of(map));
   }
 }
@@ -548,7 +547,7 @@ TEST(QuantBlocks, BlockCountAndFirstBlockConvention) {
     EXPECT_EQ(absmax[0], 3.0f) << cpu::simd_level_name(level);
     EXPECT_EQ(absmax[1], 2.0f) << cpu::simd_level_name(level);
     EXPECT_EQ(absmax[2], 0.5f) << cpu::simd_level_name(level);
-    EXPECT_EQ(codes[0], 0);     // -1
+    EXPECT_EQ(codes[0], 0);      // -1
     EXPECT_EQ(codes[100], 255);  // +1
     EXPECT_EQ(codes[257], 255);
   }
@@ -567,8 +566,8 @@ TEST(QuantBlocks, ZeroAndNonFiniteBlocks) {
     Rng rng(67);
     for (auto& e : x) e = static_cast<float>(rng.uniform(-1, 1));
     std::fill(x.begin(), x.begin() + 256, 0.0f);  // block 0: all zero
-    x[256 + 17] = nan;                             // block 1: a NaN
-    x[512 + 3] = -inf;                             // block 2: an Inf
+    x[256 + 17] = nan;                            // block 1: a NaN
+    x[512 + 3] = -inf;                            // block 2: an Inf
     for (const cpu::QuantMap* map : {&sm, &um}) {
       std::vector<uint8_t> codes(n);
       std::vector<float> absmax(3), out(n);
@@ -650,9 +649,9 @@ constexpr double kStraddle = 1e-5;
     }
   }
   if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << n
-                                       << " codes differ beyond a midpoint straddle; first:"
-                                       << first;
+  return ::testing::AssertionFailure()
+         << what << ": " << bad << " of " << n
+         << " codes differ beyond a midpoint straddle; first:" << first;
 }
 
 std::vector<size_t> block_starts(size_t n, size_t fb) {
@@ -774,17 +773,16 @@ void adam8_step(Adam8State& s, const std::vector<T>& grad, size_t fb, int step) 
 // The fp64 reference's step on state (master64, codes, absmax64); m/v_updated get the unquantised
 // moments.
 void ref_adam8_step(std::vector<double>& master64, std::vector<uint8_t>& mc,
-                    std::vector<double>& ma64, std::vector<uint8_t>& vc,
-                    std::vector<double>& va64, const std::vector<double>& grad64, size_t fb,
-                    int step, std::vector<double>* m_updated, std::vector<double>* v_updated) {
+                    std::vector<double>& ma64, std::vector<uint8_t>& vc, std::vector<double>& va64,
+                    const std::vector<double>& grad64, size_t fb, int step,
+                    std::vector<double>* m_updated, std::vector<double>* v_updated) {
   const AdamWHyper& h = kAdam8Hyper;
   const float bc1 = 1.0f - std::pow(h.beta1, static_cast<float>(step));
   const float bc2 = 1.0f - std::pow(h.beta2, static_cast<float>(step));
   ref::adamw8bit_update(master64.data(), mc.data(), ma64.data(), vc.data(), va64.data(),
                         grad64.data(), master64.size(), fb, h.lr, h.beta1, h.beta2, h.eps,
                         h.weight_decay, bc1, bc2, h.grad_scale, cpu::signed_dynamic_map().code,
-                        cpu::unsigned_dynamic_map().code,
-                        m_updated ? m_updated->data() : nullptr,
+                        cpu::unsigned_dynamic_map().code, m_updated ? m_updated->data() : nullptr,
                         v_updated ? v_updated->data() : nullptr);
 }
 
@@ -969,13 +967,13 @@ TEST_P(OptimizerLevelTest, AdamW8bitStateErrorWithinQuantisationBound) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Kernels, OptimizerLevelTest,
-    ::testing::Combine(::testing::ValuesIn(all_dtypes()),
-                       ::testing::Values(size_t{1}, size_t{15}, size_t{17}, size_t{255},
-                                         size_t{257}, size_t{4097}, size_t{100003}),
-                       ::testing::ValuesIn(all_levels())),
-    level_param_name);
+INSTANTIATE_TEST_SUITE_P(Kernels, OptimizerLevelTest,
+                         ::testing::Combine(::testing::ValuesIn(all_dtypes()),
+                                            ::testing::Values(size_t{1}, size_t{15}, size_t{17},
+                                                              size_t{255}, size_t{257},
+                                                              size_t{4097}, size_t{100003}),
+                                            ::testing::ValuesIn(all_levels())),
+                         level_param_name);
 
 // ---------------------------------------------------------------------------------------------
 // Same bits across SIMD levels and thread counts
@@ -1027,8 +1025,7 @@ std::vector<uint8_t> run_all_kernels(size_t n) {
     s.ma.resize(blocks);
     s.va.resize(blocks);
     cpu::quantize_blocks(cpu::signed_dynamic_map(), m0.data(), n, fb, s.mc.data(), s.ma.data());
-    cpu::quantize_blocks(cpu::unsigned_dynamic_map(), v0.data(), n, fb, s.vc.data(),
-                         s.va.data());
+    cpu::quantize_blocks(cpu::unsigned_dynamic_map(), v0.data(), n, fb, s.vc.data(), s.va.data());
     adam8_step(s, grad, fb, 3);
     std::vector<float> deq(n);
     cpu::dequantize_blocks(cpu::signed_dynamic_map(), s.mc.data(), s.ma.data(), n, fb, deq.data());
@@ -1068,8 +1065,8 @@ TEST_P(OptimizerBitsTest, AllKernelsGiveIdenticalBitsAtEverySimdLevel) {
       if (level == SimdLevel::kScalar || !cpu::simd_level_supported(level)) continue;
       ScopedSimdLevel scope(level);
       const auto got = run_all_kernels<T>(n);
-      EXPECT_TRUE(got == scalar) << cpu::simd_level_name(level) << " vs scalar: "
-                                 << first_byte_difference(got, scalar);
+      EXPECT_TRUE(got == scalar) << cpu::simd_level_name(level)
+                                 << " vs scalar: " << first_byte_difference(got, scalar);
     }
   });
 }
@@ -1083,12 +1080,12 @@ TEST_P(OptimizerBitsTest, AllKernelsBitwiseDeterministicAcrossThreadCounts) {
       runs.push_back(run_all_kernels<T>(n));
     }
     for (size_t r = 1; r < runs.size(); ++r) {
-      EXPECT_TRUE(runs[r] == runs[0]) << determinism_thread_counts()[r] << " threads vs 1: "
-                                      << first_byte_difference(runs[r], runs[0]);
+      EXPECT_TRUE(runs[r] == runs[0])
+          << determinism_thread_counts()[r]
+          << " threads vs 1: " << first_byte_difference(runs[r], runs[0]);
     }
   });
 }
-
 
 INSTANTIATE_TEST_SUITE_P(Kernels, OptimizerBitsTest,
                          ::testing::Combine(::testing::ValuesIn(all_dtypes()),

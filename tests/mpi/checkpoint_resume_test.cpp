@@ -196,6 +196,7 @@ struct Shape {
   int scale_window = 1000;  // fp16.loss_scale_window
   std::string optimizer = "AdamW";
   OffloadDevice offload = OffloadDevice::kNone;
+  OffloadDevice offload_param = OffloadDevice::kNone;  // stage 3
 };
 
 JobConfig make_cfg(const DataFiles& data, const Shape& s) {
@@ -240,6 +241,12 @@ JobConfig make_cfg(const DataFiles& data, const Shape& s) {
     cfg.zero.offload_optimizer.buffer_size = 4096;  // many chunks, cutting parameters
     cfg.zero.offload_optimizer.buffer_count = 3;
   }
+  cfg.zero.offload_param.device = s.offload_param;
+  if (s.offload_param == OffloadDevice::kNvme) {
+    cfg.zero.offload_param.nvme_path = data.nvme;
+    cfg.zero.offload_param.buffer_size = 4096;
+    cfg.zero.offload_param.buffer_count = 3;
+  }
   if (s.warmup) {
     cfg.scheduler.type = "WarmupLR";
     cfg.scheduler.warmup_min_lr = 3e-4;
@@ -258,7 +265,10 @@ std::string shape_name(const Shape& s) {
          (s.optimizer != "AdamW" ? "_" + s.optimizer : "") +
          (s.offload == OffloadDevice::kCpu    ? "_offcpu"
           : s.offload == OffloadDevice::kNvme ? "_offnvme"
-                                              : "");
+                                              : "") +
+         (s.offload_param == OffloadDevice::kCpu    ? "_paramcpu"
+          : s.offload_param == OffloadDevice::kNvme ? "_paramnvme"
+                                                    : "");
 }
 
 bool splits_units(const PartitionPlan& plan) {
@@ -650,6 +660,11 @@ std::vector<SameCase> same_cases() {
   opt(3, Prec::kBF16, "AdamW", OffloadDevice::kNvme);
   opt(1, Prec::kF32, "AdamW8bit", OffloadDevice::kCpu);
   opt(2, Prec::kBF16, "Adafactor", OffloadDevice::kNvme);
+  // Stage 3 with the parameter shard offloaded too (ZeRO-Infinity's layout).
+  opt(3, Prec::kBF16, "AdamW", OffloadDevice::kNvme);
+  v.back().s.offload_param = OffloadDevice::kNvme;
+  opt(3, Prec::kF32, "Lion", OffloadDevice::kCpu);
+  v.back().s.offload_param = OffloadDevice::kCpu;
   return v;
 }
 

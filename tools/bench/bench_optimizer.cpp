@@ -91,13 +91,13 @@ void step(const std::string& opt, Buffers& b, const T* grad, size_t n, int t) {
 }
 
 double state_bytes(const std::string& opt) {
-  if (opt == "adamw") return 12.0;                                     // master, m, v
+  if (opt == "adamw") return 12.0;                                         // master, m, v
   if (opt == "adamw8bit") return 4.0 + 2.0 + 2.0 * 4.0 / kc::kQuantBlock;  // + 2 absmax / block
-  return 8.0;                                                          // master + one moment
+  return 8.0;                                                              // master + one moment
 }
 
 double traffic_bytes(const std::string& opt, size_t grad_bytes) {
-  if (opt == "adamw") return 24.0 + grad_bytes;     // read + write master, m, v
+  if (opt == "adamw") return 24.0 + grad_bytes;      // read + write master, m, v
   if (opt == "adamw8bit") return 12.0 + grad_bytes;  // read + write master and two codes
   return 16.0 + grad_bytes;                          // read + write master and one moment
 }
@@ -149,8 +149,8 @@ int main(int argc, char** argv) {
     r["traffic_bytes_per_param"] = traffic_bytes(opt, grad_bytes);
     r["gb_per_s"] = traffic_bytes(opt, grad_bytes) * static_cast<double>(n) / sec / 1e9;
     rows.push_back(r);
-    std::fprintf(stderr, "%-13s %-4s %-6s %8.2f ms  %7.1f M params/s\n", opt.c_str(),
-                 dtype.c_str(), kc::simd_level_name(level), 1e3 * sec, n / sec / 1e6);
+    std::fprintf(stderr, "%-13s %-4s %-6s %8.2f ms  %7.1f M params/s\n", opt.c_str(), dtype.c_str(),
+                 kc::simd_level_name(level), 1e3 * sec, n / sec / 1e6);
   };
 
   const kc::SimdLevel best = kc::detected_simd_level();
