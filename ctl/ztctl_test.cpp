@@ -206,6 +206,29 @@ TEST(ZtctlFormat, StatusBlock) {
   }
 }
 
+TEST(ZtctlFormat, StatusShowsWhereTheStateLives) {
+  CtlReply r = running_reply(12);
+  r.optimizer_type = "AdamW8bit";
+  r.placement.optimizer_states = protocol::Placement::kNvme;
+  r.placement.nvme_path = "/nvme/zt";
+  r.ranks[1].offload_resident_bytes = 48 * kMiB;
+  r.ranks[1].offload_disk_bytes = 1024 * kMiB;
+  const std::string block = format_status(r, StatusSource{"/runs/x", ""});
+  EXPECT_NE(block.find("state     optimizer AdamW8bit on nvme (/nvme/zt); parameters on device, "
+                       "gradients on device\n"),
+            std::string::npos)
+      << block;
+  EXPECT_NE(block.find("rank 1: offloaded 48.0 MiB in host memory, 1024.0 MiB on disk"),
+            std::string::npos)
+      << block;
+  EXPECT_EQ(block.find("rank 0: offloaded"), std::string::npos) << "rank 0 offloads nothing";
+  const nlohmann::ordered_json j = status_json(r, StatusSource{"/runs/x", ""});
+  EXPECT_EQ(j["optimizer"], "AdamW8bit");
+  EXPECT_EQ(j["placement"]["optimizer_states"], "nvme");
+  EXPECT_EQ(j["placement"]["nvme_path"], "/nvme/zt");
+  EXPECT_EQ(j["ranks"][1]["offload_disk_bytes"], 1024 * kMiB);
+}
+
 TEST(ZtctlFormat, StatusBlockBeforeTheFirstStep) {
   CtlReply r;
   r.state = JobState::kStarting;
