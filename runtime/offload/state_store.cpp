@@ -134,7 +134,7 @@ Result<std::unique_ptr<StateStore>> StateStore::in_memory(Backend& backend,
   buffers.reserve(arrays.size());
   for (const StoreArray& a : arrays) {
     const size_t bytes = static_cast<size_t>(n) * a.elem_bytes;
-    Result<Buffer> buffer = backend.allocate(bytes, category);
+    Result<Buffer> buffer = backend.allocate(bytes, a.category.value_or(category));
     if (!buffer.is_ok()) {
       return buffer.status().with_context(fmt::format("state array '{}' ({} elements)", a.name, n));
     }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,9 @@ namespace zt {
 struct StoreArray {
   std::string name;   // "master", "exp_avg", ... (for errors and the file layout)
   size_t elem_bytes;  // 4 (fp32) or 1 (8-bit codes)
+  // In-memory kind: charge this array to another category than the store's (fp32 training at
+  // stage 0: the master weights are the working weights, accounted as parameters).
+  std::optional<MemCategory> category = std::nullopt;
 };
 
 class StateStore {

@@ -6,9 +6,9 @@
 namespace zt::optim_impl {
 namespace {
 
-class AdamW final : public Optimizer {
+class AdamW final : public Fp32StateOptimizer {
  public:
-  using Optimizer::Optimizer;
+  using Fp32StateOptimizer::Fp32StateOptimizer;
   std::vector<StoreArray> store_arrays() const override {
     return {{"exp_avg", 4}, {"exp_avg_sq", 4}};
   }
@@ -22,15 +22,6 @@ class AdamW final : public Optimizer {
                                  bias_correction(cfg_.beta1, a.t), bias_correction(cfg_.beta2, a.t),
                                  a.grad_scale);
     });
-  }
-  int store_array_of(int k) const override { return k + 1; }
-  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
-                    float* out) override {
-    return store.read(k + 1, begin, count, out);
-  }
-  Status write_state(int k, int s, const float* in, StateStore& store) override {
-    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
-    return store.write(k + 1, seg.local, seg.count, in);
   }
 };
 

@@ -6,9 +6,9 @@
 namespace zt::optim_impl {
 namespace {
 
-class Lion final : public Optimizer {
+class Lion final : public Fp32StateOptimizer {
  public:
-  using Optimizer::Optimizer;
+  using Fp32StateOptimizer::Fp32StateOptimizer;
   std::vector<StoreArray> store_arrays() const override { return {{"exp_avg", 4}}; }
   void update(const OptimSegment& seg, int64_t, int64_t count, void* const* arrays,
               const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
@@ -18,15 +18,6 @@ class Lion final : public Optimizer {
                                 static_cast<size_t>(count), a.lr, cfg_.beta1, cfg_.beta2, wd,
                                 a.grad_scale);
     });
-  }
-  int store_array_of(int k) const override { return k + 1; }
-  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
-                    float* out) override {
-    return store.read(k + 1, begin, count, out);
-  }
-  Status write_state(int k, int s, const float* in, StateStore& store) override {
-    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
-    return store.write(k + 1, seg.local, seg.count, in);
   }
 };
 

@@ -21,6 +21,22 @@ std::unique_ptr<Optimizer> make_sgd(const OptimizerConfig&, std::vector<OptimSeg
 std::unique_ptr<Optimizer> make_lion(const OptimizerConfig&, std::vector<OptimSegment>, bool,
                                      Backend&);
 
+// An optimizer whose every checkpoint state k is fp32 store array k + 1 (AdamW, SGD, Lion): the
+// checkpoint reads and writes go straight through the store.
+class Fp32StateOptimizer : public Optimizer {
+ public:
+  using Optimizer::Optimizer;
+  int store_array_of(int k) const override { return k + 1; }
+  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
+                    float* out) override {
+    return store.read(k + 1, begin, count, out);
+  }
+  Status write_state(int k, int s, const float* in, StateStore& store) override {
+    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
+    return store.write(k + 1, seg.local, seg.count, in);
+  }
+};
+
 // Calls f(const T* grad) with the gradient's storage type.
 template <typename F>
 void with_grad_type(DType dtype, const void* grad, F&& f) {

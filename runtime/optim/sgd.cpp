@@ -7,9 +7,9 @@
 namespace zt::optim_impl {
 namespace {
 
-class Sgd final : public Optimizer {
+class Sgd final : public Fp32StateOptimizer {
  public:
-  using Optimizer::Optimizer;
+  using Fp32StateOptimizer::Fp32StateOptimizer;
   std::vector<StoreArray> store_arrays() const override {
     if (cfg_.momentum == 0.0f) return {};
     return {{"momentum_buffer", 4}};
@@ -23,15 +23,6 @@ class Sgd final : public Optimizer {
                                a.lr, cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov, a.t == 1,
                                a.grad_scale);
     });
-  }
-  int store_array_of(int k) const override { return k + 1; }
-  Status read_state(int k, int, int64_t begin, int64_t count, StateStore& store,
-                    float* out) override {
-    return store.read(k + 1, begin, count, out);
-  }
-  Status write_state(int k, int s, const float* in, StateStore& store) override {
-    const OptimSegment& seg = segments_[static_cast<size_t>(s)];
-    return store.write(k + 1, seg.local, seg.count, in);
   }
 };
 

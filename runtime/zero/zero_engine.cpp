@@ -114,6 +114,8 @@ Status ZeroEngine::allocate_state() {
   ZT_ASSIGN_OR_RETURN(opt_, Optimizer::create(cfg_.optimizer, plan_.layout, std::move(segments),
                                               stage_ >= 1, state_backend));
   std::vector<StoreArray> arrays = {{"master", 4}};
+  // fp32 at stage 0: the master weights are the working weights, accounted as parameters.
+  if (params_alias_master_) arrays[0].category = MemCategory::kParameters;
   for (const StoreArray& a : opt_->store_arrays()) arrays.push_back(a);
   const int64_t owned = stage_ == 0 ? plan_.total : plan_.shard_total;
   if (off.device == OffloadDevice::kNvme) {
