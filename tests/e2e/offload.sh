@@ -259,9 +259,9 @@ refuse file "$T/file.yaml" "'$T/plain_file' is not a directory"
 echo "b2. nvme_path a regular file: exit $RC, '$(grep -om1 "'$T/plain_file' is not a directory" \
   "$T/file.txt")'"
 write_config "$T/two.yaml" off="{device: nvme, nvme_path: $NV, buffer_count: 2}"
-refuse two "$T/two.yaml" "offload_optimizer.buffer_count is 2" "needs 3 to"
+refuse two "$T/two.yaml" "zero_optimization.offload_optimizer.buffer_count: must be >= 3 with device nvme, got 2"
 echo "b3. buffer_count 2 with nvme: exit $RC, '$(grep -om1 \
-  "offload_optimizer.buffer_count is 2[^(]*needs 3 to [0-9]*" "$T/two.txt")'"
+  "offload_optimizer.buffer_count: must be >= 3[^(]*" "$T/two.txt")'"
 no_state_files "$NV"
 
 # b4. A full disk. The run dir (with checkpoints of steps 2 and 4, written with in-memory state)
