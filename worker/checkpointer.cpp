@@ -64,7 +64,8 @@ Result<double> Checkpointer::save() {
   // Up to here: waiting for the previous write and the snapshot. A synchronous write adds itself
   // to what save() returns, not to the ack.
   ack.blocked_ms = ms_since();
-  if (!async_) {
+  // State on NVMe is read from its file as the shard is written, before training moves on.
+  if (!async_ || snap.reads_engine) {
     ZT_RETURN_IF_ERROR(write(std::move(snap), std::move(ack)));
     return ms_since();
   }

@@ -533,7 +533,7 @@ Status SafetensorsWriter::write_all(const void* data, size_t size) {
   return Status::ok();
 }
 
-Status SafetensorsWriter::write_tensor(std::string_view name, const void* data, DType src_type) {
+Result<const TensorSpec*> SafetensorsWriter::next_spec(std::string_view name) {
   if (failed_) {
     return make_error(StatusCode::kAborted, "writer for '{}' failed earlier; '{}' not written",
                       path_, name);
@@ -554,6 +554,12 @@ Status SafetensorsWriter::write_tensor(std::string_view name, const void* data, 
                       "'{}' (#{}), got '{}'",
                       path_, spec.name, next_, name);
   }
+  return &spec;
+}
+
+Status SafetensorsWriter::write_tensor(std::string_view name, const void* data, DType src_type) {
+  ZT_ASSIGN_OR_RETURN(const TensorSpec* next, next_spec(name));
+  const TensorSpec& spec = *next;
   const auto numel = static_cast<size_t>(*checked_numel(spec.shape));  // validated in create()
   if (numel > 0 && data == nullptr) {
     return make_error(StatusCode::kInvalidArgument, "'{}': tensor '{}': data is null", path_, name);
@@ -570,6 +576,23 @@ Status SafetensorsWriter::write_tensor(std::string_view name, const void* data, 
       convert(src + done * src_size, src_type, buf.data(), spec.dtype, n);
       ZT_RETURN_IF_ERROR(write_all(buf.data(), n * dst_size));
     }
+  }
+  ++next_;
+  return Status::ok();
+}
+
+Status SafetensorsWriter::write_tensor_from(std::string_view name, const Producer& fill,
+                                            size_t chunk) {
+  ZT_ASSIGN_OR_RETURN(const TensorSpec* spec, next_spec(name));
+  const auto numel = static_cast<size_t>(*checked_numel(spec->shape));  // validated in create()
+  const size_t esize = dtype_size(spec->dtype);
+  chunk = std::max<size_t>(1, std::min(chunk, numel));
+  std::vector<float> buf((chunk * esize + sizeof(float) - 1) / sizeof(float));
+  for (size_t done = 0; done < numel; done += chunk) {
+    const size_t n = std::min(chunk, numel - done);
+    if (Status st = fill(done, n, buf.data()); !st.is_ok())
+      return fail(st.with_context(fmt::format("'{}': tensor '{}'", path_, name)));
+    ZT_RETURN_IF_ERROR(write_all(buf.data(), n * esize));
   }
   ++next_;
   return Status::ok();

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -115,6 +116,11 @@ class SafetensorsWriter {
   // is 0), converted to the spec's dtype. Errors when `name` is not the next spec in order. After
   // any I/O error the writer is dead: the .tmp is removed and every later call fails.
   Status write_tensor(std::string_view name, const void* data, DType src_type);
+  // Appends the next tensor in its spec's dtype from a producer: fill(offset, count, out) writes
+  // elements [offset, offset + count) into `out`, `chunk` elements at most at a time. For tensors
+  // that are not in memory as a whole (state streamed from NVMe).
+  using Producer = std::function<Status(size_t offset, size_t count, void* out)>;
+  Status write_tensor_from(std::string_view name, const Producer& fill, size_t chunk);
 
   // Checks that every tensor was written, fsyncs, renames `path.tmp` to `path` and fsyncs the
   // directory. On failure the .tmp is removed and `path` is untouched.
@@ -128,6 +134,8 @@ class SafetensorsWriter {
 
  private:
   SafetensorsWriter() = default;
+  // The spec of the next tensor once `name` is it and the writer can take it.
+  Result<const TensorSpec*> next_spec(std::string_view name);
   Status write_all(const void* data, size_t size);
   Status fail(Status status);  // closes and removes the .tmp, then returns `status`
   void abandon();

@@ -15,6 +15,9 @@ namespace zt {
 
 namespace fs = std::filesystem;
 
+// Elements read from an NVMe store per write while checkpointing (4 MiB of fp32).
+constexpr size_t kStreamChunk = size_t{1} << 20;
+
 Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step, bool copy,
                                      Buffer reuse) {
   ShardSnapshot s;
@@ -30,7 +33,7 @@ Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64
   struct Item {
     int k;
     const PartitionPlan::ShardPiece* piece;
-    float* view;
+    bool copied;  // into the snapshot's buffer
   };
   std::vector<Item> items;
   int64_t copy_elems = 0;
@@ -39,11 +42,25 @@ Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64
     for (const PartitionPlan::ShardPiece& p : pieces) {
       const ParamSpec& spec = layout.entries[static_cast<size_t>(p.param)].spec;
       if (!state_applies(st, spec) || (st.whole && p.param_begin != 0)) continue;
-      float* view = copy || st.whole ? nullptr : engine.state_view(k, p.param, p.param_begin);
-      if (!view) copy_elems += st.whole ? state_numel(st, spec) : p.count;
-      items.push_back({k, &p, view});
-      s.tensors.push_back({shard_tensor_name(st.name, spec.name),
-                           st.whole ? state_numel(st, spec) : p.count, view});
+      SnapshotTensor t{shard_tensor_name(st.name, spec.name),
+                       st.whole ? state_numel(st, spec) : p.count,
+                       nullptr,
+                       {}};
+      if (!st.whole && !engine.state_in_memory()) {
+        // On NVMe: read while writing, a chunk at a time.
+        const int state = k, param = p.param;
+        const int64_t begin = p.param_begin;
+        t.read = [&engine, state, param, begin](int64_t off, int64_t n, float* out) {
+          return engine.read_state(state, param, begin + off, n, out);
+        };
+        s.reads_engine = true;
+      } else if (!copy && !st.whole) {
+        t.src = engine.state_view(k, p.param, p.param_begin);  // nullptr: not plain fp32 there
+      }
+      const bool copied = !t.read && !t.src;
+      if (copied) copy_elems += t.count;
+      items.push_back({k, &p, copied});
+      s.tensors.push_back(std::move(t));
     }
   }
   const size_t bytes = static_cast<size_t>(copy_elems) * sizeof(float);
@@ -58,7 +75,7 @@ Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64
   float* out = static_cast<float*>(s.data.data());
   for (size_t i = 0; i < items.size(); ++i) {
     const Item& it = items[i];
-    if (it.view) continue;
+    if (!it.copied) continue;
     const CheckpointStateInfo& st = states[static_cast<size_t>(it.k)];
     if (st.whole)
       engine.read_whole(it.k, it.piece->param, out);
@@ -87,8 +104,19 @@ Result<WrittenShard> write_shard(const ShardSnapshot& s, const std::string& dir)
   const std::string path = (fs::path(dir) / w.file).string();
   ZT_ASSIGN_OR_RETURN(SafetensorsWriter writer,
                       SafetensorsWriter::create(path, std::move(specs), std::move(meta)));
-  for (const SnapshotTensor& t : s.tensors)
-    ZT_RETURN_IF_ERROR(writer.write_tensor(t.name, t.src, DType::kF32));
+  for (const SnapshotTensor& t : s.tensors) {
+    if (t.read) {
+      ZT_RETURN_IF_ERROR(writer.write_tensor_from(
+          t.name,
+          [&](size_t off, size_t n, void* out) {
+            return t.read(static_cast<int64_t>(off), static_cast<int64_t>(n),
+                          static_cast<float*>(out));
+          },
+          kStreamChunk));
+    } else {
+      ZT_RETURN_IF_ERROR(writer.write_tensor(t.name, t.src, DType::kF32));
+    }
+  }
   ZT_RETURN_IF_ERROR(writer.finish());
   w.size = writer.bytes_written();
   w.xxh3 = writer.xxh3();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ struct SnapshotTensor {
   std::string name;  // "<state>/<parameter>"
   int64_t count = 0;
   const float* src = nullptr;
+  // Instead of src: reads elements [offset, offset + count) from the engine while the file is
+  // written (state on NVMe: copying it to memory first would defeat the offload).
+  std::function<Status(int64_t offset, int64_t count, float* out)> read;
 };
 struct ShardSnapshot {
   int rank = 0;
@@ -34,11 +38,15 @@ struct ShardSnapshot {
   std::vector<ParamRange> pieces;
   std::vector<SnapshotTensor> tensors;
   Buffer data;
+  // Some tensors are read from the engine as they are written: the write must finish before the
+  // next optimizer step (the checkpoint is synchronous).
+  bool reads_engine = false;
 };
 
 // This rank's checkpoint tensors from `engine`: copied (`copy`), into `reuse` when it is large
-// enough — the previous snapshot's buffer: a fresh one costs a page fault per 4 KiB, several times
-// the copy itself — or as a view.
+// enough (with the state on NVMe the ranged states are read while writing instead: reads_engine) —
+// the previous snapshot's buffer: a fresh one costs a page fault per 4 KiB, several times the copy
+// itself — or as a view.
 Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step, bool copy,
                                      Buffer reuse = {});
 

@@ -113,6 +113,8 @@ class ZeroEngine final : public ModelStateHooks {
   // Where ranged state k of `param` from element `begin` lives as plain fp32 in memory, or nullptr
   // (offloaded to NVMe, 8-bit, side state): lets checkpoints copy without a staging copy.
   float* state_view(int k, int param, int64_t begin);
+  // Whether the state store is in memory (else on NVMe: read_state goes to the file).
+  bool state_in_memory() const { return store_->resident(); }
   // Whole states (state_numel values) of a held parameter.
   void read_whole(int k, int param, float* out) const;
   void write_whole(int k, int param, const float* in);
