@@ -8,14 +8,17 @@
 #              steps, cosine to 0.1 x lr at 200). 3e-3 is AdamW's best of {1e-3, 3e-3, 6e-3, 1e-2}
 #              on this model (final 2.66, 2.46, 2.83, 2.94), so the reference is not handicapped.
 #   AdamW8bit  the same hyperparameters and schedule.
-#   Adafactor  relative_step false, scale_parameter false, lr 3e-3 with the same schedule, beta1
-#              null (no first moment: the factored, memory-saving form), weight_decay 0.1, the
-#              other parameters Hugging Face's defaults.
-# Asserted: AdamW learned (final below 60% of the first step's loss); AdamW8bit's and Adafactor's
-# finals are at most 3% above AdamW's (a lower loss is not a failure of the claim). Printed, not
-# asserted: Adafactor with Hugging Face's defaults (relative_step, scale_parameter, no scheduler),
-# which ends ~3.4% above AdamW here: the claim holds for Adafactor with an lr and schedule, not for
-# its defaults at 200 steps.
+#   Adafactor  relative_step false, scale_parameter false, lr 3e-3 with the same schedule,
+#              weight_decay 0.1, the other parameters Hugging Face's defaults; twice: beta1 0.9
+#              (with a first moment) and beta1 null (none: the factored, memory-saving form).
+# Asserted: AdamW learned (final below 60% of the first step's loss); the finals of AdamW8bit and
+# of both Adafactor forms are at most 3% above AdamW's (a lower loss is not a failure of the
+# claim). Printed, not asserted: Adafactor with Hugging Face's defaults (relative_step,
+# scale_parameter, no scheduler), ~3.4% above AdamW here.
+# At this size the claim holds (AdamW8bit -0.1%, Adafactor -1.6% / -2.2%). It does not carry over
+# unchanged to the small config (tools/bench/run_optimizer_convergence.sh, 200 steps, AdamW's lr
+# 6e-4): AdamW8bit +0.0%, Adafactor with beta1 0.9 +3.6%, without a first moment +11.6%, Hugging
+# Face's defaults +16.4%. This test guards the CI-sized claim, not the small-config one.
 set -euo pipefail
 BUILD=${ZT_BUILD_DIR:?}
 WORKER=$BUILD/bin/zt-worker
@@ -29,7 +32,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 START=$SECONDS
 
 STEPS=200
-SCHED="scheduler: {type: WarmupCosineLR, params: {total_num_steps: $STEPS, warmup_num_steps: 20, warmup_type: linear, cos_min_ratio: 0.1}}"
+SCHED="scheduler: {type: WarmupCosineLR, params: {total_num_steps: $STEPS, warmup_num_steps: 20,"
+SCHED+=" warmup_type: linear, cos_min_ratio: 0.1}}"
 ADAM_P="{lr: 3.0e-3, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1}"
 run() {  # NAME OPTIMIZER_YAML SCHEDULER_LINE
   cat > "$T/$1.yaml" <<YAML
@@ -37,7 +41,8 @@ train_micro_batch_size_per_gpu: 8
 gradient_accumulation_steps: 1
 gradient_clipping: 1.0
 steps_per_print: 1000
-model: {family: gpt2, vocab_size: 256, block_size: 64, n_layer: 2, n_head: 2, n_embd: 64, seed: 1337}
+model: {family: gpt2, vocab_size: 256, block_size: 64, n_layer: 2, n_head: 2, n_embd: 64,
+        seed: 1337}
 data: {path: $BUILD/data/corpus.tok, format: llmc, shuffle: false}
 train: {steps: $STEPS}
 optimizer: $2
@@ -49,7 +54,9 @@ YAML
 }
 run AdamW "{type: AdamW, params: $ADAM_P}" "$SCHED"
 run AdamW8bit "{type: AdamW8bit, params: $ADAM_P}" "$SCHED"
-run Adafactor "{type: Adafactor, params: {lr: 3.0e-3, relative_step: false, scale_parameter: false, beta1: null, weight_decay: 0.1}}" "$SCHED"
+AF_P="lr: 3.0e-3, relative_step: false, scale_parameter: false, weight_decay: 0.1"
+run Adafactor "{type: Adafactor, params: {$AF_P, beta1: 0.9}}" "$SCHED"
+run Adafactor_nofm "{type: Adafactor, params: {$AF_P, beta1: null}}" "$SCHED"
 run Adafactor_HF "{type: Adafactor}" ""
 
 "$PY" - "$T" $STEPS <<'PY'
@@ -67,7 +74,8 @@ print(f"AdamW: step 1 loss {first:.4f}, final (mean of last 10) {ref:.4f}")
 failed = []
 if not ref < 0.6 * first:
     failed.append(f"AdamW did not learn: final {ref:.4f} vs step 1 {first:.4f}")
-for n, asserted in (("AdamW8bit", True), ("Adafactor", True), ("Adafactor_HF", False)):
+for n, asserted in (("AdamW8bit", True), ("Adafactor", True), ("Adafactor_nofm", True),
+                    ("Adafactor_HF", False)):
     f = final(n)
     gap = f / ref - 1.0
     ok = gap <= 0.03
