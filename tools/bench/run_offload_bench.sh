@@ -48,7 +48,8 @@ BUILD=$(cd "${ZT_BUILD_DIR:-build}" && pwd)
 WORKER=$BUILD/bin/zt-worker
 PY=/usr/bin/python3
 [[ -x $WORKER ]] || { echo "no $WORKER: build first (tools/setup.sh)" >&2; exit 1; }
-[[ -f $BUILD/data/corpus.tok ]] || { echo "no $BUILD/data/corpus.tok: run tools/setup.sh" >&2; exit 1; }
+[[ -f $BUILD/data/corpus.tok ]] ||
+  { echo "no $BUILD/data/corpus.tok: run tools/setup.sh" >&2; exit 1; }
 command -v mpirun > /dev/null || { echo "mpirun not found: install openmpi-bin" >&2; exit 1; }
 ((STAGE >= 1)) || { echo "--stage must be 1 to 3 (offload needs ZeRO stage >= 1)" >&2; exit 2; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
@@ -60,12 +61,14 @@ T=$(mktemp -d /tmp/zt_offload_bench_XXXXXX)
 NV=$(mktemp -d "$NVME_PARENT/zt_offload_bench_nvme_XXXXXX")
 trap 'rm -rf "$T" "$NV"' EXIT
 
-SMALL="{family: gpt2, vocab_size: 256, block_size: $SEQ, n_layer: 6, n_head: 6, n_embd: 384, seed: 1337}"
+SMALL="{family: gpt2, vocab_size: 256, block_size: $SEQ, n_layer: 6, n_head: 6, n_embd: 384,"
+SMALL+=" seed: 1337}"
 ADAM_P="{lr: 6.0e-4, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1}"
 declare -A OPT=(
   [AdamW]="{type: AdamW, params: $ADAM_P}"
   [AdamW8bit]="{type: AdamW8bit, params: $ADAM_P}"
-  [Adafactor]="{type: Adafactor, params: {lr: 6.0e-4, relative_step: false, scale_parameter: false}}"
+  [Adafactor]="{type: Adafactor, params: {lr: 6.0e-4, relative_step: false,
+    scale_parameter: false}}"
   [SGD]="{type: SGD, params: {lr: 0.01, momentum: 0.9}}"
   [Lion]="{type: Lion, params: {lr: 1.0e-4, betas: [0.9, 0.99], weight_decay: 0.1}}"
 )
@@ -104,7 +107,8 @@ with open(out + ".log", "w") as log:
                     pass
             disk = max(disk, total)
         time.sleep(0.02)
-json.dump({"rc": p.returncode, "peak_rss": sorted(hwm.values()), "disk_bytes": disk}, open(out, "w"))
+with open(out, "w") as f:
+    json.dump({"rc": p.returncode, "peak_rss": sorted(hwm.values()), "disk_bytes": disk}, f)
 PY
 
 # run NAME NP STAGE OPT_NAME OFFLOAD_YAML STEPS BF16: the best of $REPEATS runs into $T/NAME.
@@ -143,7 +147,7 @@ import json, statistics, sys
 base, reps, warm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def med(i):
     rows = [json.loads(l) for l in open(f"{base}.{i}/metrics.jsonl")]
-    return statistics.median(r["step_ms"] for r in rows[warm:])
+    return statistics.median(r["step_ms"] for r in rows[warm:] or rows)
 print(min(range(reps), key=med))
 PY
 )
@@ -167,8 +171,9 @@ for o in AdamW AdamW8bit Adafactor SGD Lion; do
   run "bytes_$o" 1 0 "$o" "" 2 true
 done
 
-"$PY" - "$T" "$NP" "$STAGE" "$MICRO" "$SEQ" "$WARMUP" "$STEPS" "$SMALL_BUF" "$REPEATS" "$CORES" <<'PY'
-import json, math, os, re, statistics, sys
+"$PY" - "$T" "$NP" "$STAGE" "$MICRO" "$SEQ" "$WARMUP" "$STEPS" "$SMALL_BUF" "$REPEATS" \
+  "$CORES" <<'PY'
+import json, os, re, statistics, sys
 d = sys.argv[1]
 np_, stage, micro, seq, warm, steps, small_buf, reps, cores = map(int, sys.argv[2:11])
 MiB = 2.0 ** 20

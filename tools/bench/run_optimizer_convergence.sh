@@ -8,7 +8,7 @@
 # batch, before its update; every optimizer sees the same batches). Prints a markdown table.
 #
 # Settings (written so they can be quoted):
-#   AdamW          lr 6e-4, betas [0.9, 0.95], eps 1e-8, weight_decay 0.1 (configs/small.yaml);
+#   AdamW          lr 6e-4 (--lr), betas [0.9, 0.95], eps 1e-8, weight_decay 0.1 (small.yaml);
 #                  WarmupCosineLR: linear warmup over steps/10, cosine to 0.1 x lr at --steps
 #   AdamW8bit      the same hyperparameters and schedule (blockwise 8-bit moments)
 #   Adafactor      relative_step false, scale_parameter false, lr 6e-4 (--adafactor-lr) with the
@@ -20,16 +20,19 @@
 #   Adafactor (HF) Hugging Face's defaults: relative_step (lr = min(1e-2, 1/sqrt(t))),
 #                  scale_parameter (x RMS of the parameter), beta1 null, no scheduler (refused
 #                  with relative_step), weight_decay 0 — shown because they are the defaults.
-# Measured here (200 steps, 2 shared cores): AdamW8bit +0.00%, Adafactor with beta1 0.9 and
-# AdamW's lr within 3%, Adafactor without a first moment +11.6% at AdamW's lr 6e-4 (+22.7% at 1e-3,
-# +35.5% at 3e-3: a higher lr does not close the gap), Hugging Face's defaults +16.4%. So the claim
-# holds for 8-bit AdamW and for Adafactor with a first moment, not for Adafactor's factored-only
-# form at 200 steps. Takes long on a few cores (each run is --steps full steps of the 10.8M
-# model): 5-10 min per optimizer on 2 shared cores at the defaults. Builds nothing: expects $ZT_BUILD_DIR (default
-# build/) to hold bin/zt-worker and data/corpus.tok.
+# Measured here (200 steps, 2 shared cores; final, gap vs AdamW at the same lr): AdamW8bit
+# +0.003% (1.8525 vs 1.8525). Adafactor with beta1 0.9: +3.6% at lr 6e-4, +3.5% at lr 1e-3 (AdamW
+# 1.6048 there). Adafactor without a first moment: +11.6% at 6e-4, its best of {3e-4, 6e-4, 1e-3,
+# 3e-3} (+15.8%, +11.6%, +22.7%, +35.5% against AdamW at 6e-4). Hugging Face's defaults: +16.4%.
+# So at this size and length the claim holds for 8-bit AdamW and not for Adafactor, narrowly
+# with a first moment and clearly without one. Takes long on a few cores (each run is --steps
+# full steps of the 10.8M model): 5-10 min per optimizer on 2 shared cores at the defaults.
+# Builds nothing: expects $ZT_BUILD_DIR (default build/) to hold bin/zt-worker and
+# data/corpus.tok.
 #   tools/bench/run_optimizer_convergence.sh [--steps N] [--np N] [--micro-batch B] [--seq-len T]
-#     [--adafactor-lr LR] [--only NAME,NAME] [--keep DIR]   (NAME: AdamW8bit, Adafactor,
-#     Adafactor_nofm, Adafactor_HF; AdamW always runs)
+#     [--lr LR] [--adafactor-lr LR] [--only NAME,NAME] [--keep DIR]
+#   --lr: AdamW's and AdamW8bit's lr (6e-4), and Adafactor's unless --adafactor-lr is given.
+#   --only: AdamW8bit, Adafactor, Adafactor_nofm, Adafactor_HF (AdamW always runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=200
@@ -38,7 +41,8 @@ MICRO=8
 SEQ=128
 ONLY=
 KEEP=
-AF_LR=6.0e-4
+LR=6.0e-4
+AF_LR=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --steps) STEPS=$2; shift 2 ;;
@@ -46,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --micro-batch) MICRO=$2; shift 2 ;;
     --seq-len) SEQ=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --lr) LR=$2; shift 2 ;;
     --adafactor-lr) AF_LR=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -76,7 +81,8 @@ fi
 WARMUP=$((STEPS / 10))
 SCHED="{type: WarmupCosineLR, params: {total_num_steps: $STEPS, warmup_num_steps: $WARMUP,"
 SCHED+=" warmup_type: linear, cos_min_ratio: 0.1}}"
-ADAM_P="{lr: 6.0e-4, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1}"
+AF_LR=${AF_LR:-$LR}
+ADAM_P="{lr: $LR, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1}"
 AF_P="lr: $AF_LR, relative_step: false, scale_parameter: false, clip_threshold: 1.0,"
 AF_P+=" decay_rate: -0.8, eps: [1.0e-30, 1.0e-3], weight_decay: 0.1"
 NAMES=(AdamW AdamW8bit Adafactor Adafactor_nofm Adafactor_HF)
@@ -125,11 +131,11 @@ for name in "${NAMES[@]}"; do
   RAN+=("$name")
 done
 
-"$PY" - "$T" "$STEPS" "$NP" "$MICRO" "$SEQ" "$AF_LR" "${RAN[@]}" <<'PY'
+"$PY" - "$T" "$STEPS" "$NP" "$MICRO" "$SEQ" "$LR" "$AF_LR" "${RAN[@]}" <<'PY'
 import json, os, statistics, sys
 d, steps, np_, micro, seq = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-af_lr = sys.argv[6]
-names = sys.argv[7:]
+lr, af_lr = sys.argv[6], sys.argv[7]
+names = sys.argv[8:]
 rows = {}
 for n in names:
     with open(os.path.join(d, n, "metrics.jsonl")) as f:
@@ -139,7 +145,7 @@ def final(n):
     return statistics.fmean(r["loss"] for r in rows[n][-10:])
 ref = final("AdamW")
 marks = sorted({1, steps // 4, steps // 2, 3 * steps // 4, steps})
-label = {"AdamW": "AdamW", "AdamW8bit": "AdamW8bit",
+label = {"AdamW": f"AdamW (lr {lr})", "AdamW8bit": f"AdamW8bit (lr {lr})",
          "Adafactor": f"Adafactor (lr {af_lr}, schedule, beta1 0.9)",
          "Adafactor_nofm": f"Adafactor (lr {af_lr}, schedule, no first moment)",
          "Adafactor_HF": "Adafactor (HF defaults: relative_step, scale_parameter)"}
@@ -147,15 +153,15 @@ print(f"## Convergence: small config (10.8M params), {steps} steps, {np_} ranks 
       f"{micro} x {seq} tokens, ZeRO 1, fp32, same data and seed")
 print()
 print("final = mean training loss of the last 10 steps; gap = final / AdamW's final - 1; "
-      "claim: |gap| <= 3%.")
+      "claim: gap <= +3% (a lower loss than AdamW's satisfies it).")
 print()
 print("| optimizer | " + " | ".join(f"loss @{s}" for s in marks) +
-      " | final (last 10) | gap vs AdamW | within 3% |")
+      " | final (last 10) | gap vs AdamW | at most +3% |")
 print("|---|" + "---|" * len(marks) + "---|---|---|")
 for n in names:
     f = final(n)
     gap = f / ref - 1.0
     cells = " | ".join(f"{rows[n][s - 1]['loss']:.4f}" for s in marks)
-    ok = "yes" if abs(gap) <= 0.03 else "no"
+    ok = "yes" if gap <= 0.03 else "no"
     print(f"| {label[n]} | {cells} | {f:.4f} | {100 * gap:+.2f}% | {ok if n != 'AdamW' else '-'} |")
 PY
