@@ -11,11 +11,11 @@
 #     keep no optimizer state in the device tracker (peak optimizer_states 0), in-memory ones do.
 #  b. Refusals, each with a non-zero exit within 60 s (no hang) and a message naming the path or
 #     the key: nvme_path a directory that does not exist; nvme_path a regular file;
-#     buffer_count 2 with nvme (refused when the workers allocate the state, not by the config
-#     check); and a full disk: nvme_path on a 256 KiB tmpfs (the state file needs 720 KiB per
-#     rank) when resuming a job whose checkpoints were written with in-memory state: "no space
-#     for the optimizer state file '<path>'", and the run directory's checkpoints and
-#     metrics.jsonl are unchanged and `ztctl verify --checkpoint` passes. With room on the tmpfs
+#     buffer_count 2 with nvme (refused by the config check, naming the key); and a full disk:
+#     nvme_path on a 256 KiB tmpfs (the state file needs 720 KiB per rank) when resuming a job
+#     whose checkpoints were written with in-memory state: "no space for the optimizer state
+#     file '<path>'", and the run directory's checkpoints and metrics.jsonl are unchanged and
+#     `ztctl verify --checkpoint` passes. With room on the tmpfs
 #     the same --resume then trains on from the checkpoint with its state on nvme, bit-identical
 #     to the uninterrupted in-memory run (this drives the store's random-access write path), and
 #     its own final checkpoint (read back through the store) verifies. The tmpfs part needs
@@ -32,8 +32,9 @@
 #     1-layer width-8 model (libraries, MPI, OpenBLAS, allocator; ~23 MiB here) + 24 MiB of slack
 #     (allocator fragmentation, untracked host structures that grow with the model). The test
 #     can fail: the bound is below tracked + the state measured in the in-memory run's
-#     metrics.jsonl, and the same config in memory is measured above it. Checkpoints are off in
-#     this part: a checkpoint copies the whole state into memory (printed as a note).
+#     metrics.jsonl, and the same config in memory is measured above it. The same nvme run with
+#     an at_end checkpoint must stay within the bound too (the checkpoint reads the state from
+#     the file as the shard is written, never the whole state at once).
 # Runs in ~45 s on 2 cores. ZT_KEEP_TMP=1 keeps the work dir.
 set -euo pipefail
 BUILD=${ZT_BUILD_DIR:?}
@@ -259,7 +260,8 @@ refuse file "$T/file.yaml" "'$T/plain_file' is not a directory"
 echo "b2. nvme_path a regular file: exit $RC, '$(grep -om1 "'$T/plain_file' is not a directory" \
   "$T/file.txt")'"
 write_config "$T/two.yaml" off="{device: nvme, nvme_path: $NV, buffer_count: 2}"
-refuse two "$T/two.yaml" "zero_optimization.offload_optimizer.buffer_count: must be >= 3 with device nvme, got 2"
+refuse two "$T/two.yaml" \
+  "zero_optimization.offload_optimizer.buffer_count: must be >= 3 with device nvme, got 2"
 echo "b3. buffer_count 2 with nvme: exit $RC, '$(grep -om1 \
   "offload_optimizer.buffer_count: must be >= 3[^(]*" "$T/two.txt")'"
 no_state_files "$NV"
