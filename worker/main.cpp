@@ -36,6 +36,7 @@
 #include "runtime/train/run_dir.h"
 #include "runtime/train/trainer.h"
 #include "worker/checkpointer.h"
+#include "worker/compute_setup.h"
 #include "worker/control_client.h"
 
 namespace {
@@ -209,8 +210,10 @@ int run(int argc, char** argv) {
     gethostname(host, sizeof(host) - 1);
     hello.host = host;
     hello.pid = getpid();
-    hello.backend = zt::protocol::Backend::kCpu;
-    hello.device_name = "cpu";
+    const zt::LocalDevice dev = zt::probe_local_device();
+    hello.backend = dev.cuda ? zt::protocol::Backend::kCuda : zt::protocol::Backend::kCpu;
+    hello.device_name = dev.name;
+    hello.device_memory_bytes = dev.memory_bytes;
     hello.host_memory_bytes = static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) *
                               static_cast<int64_t>(sysconf(_SC_PAGESIZE));
     auto client = zt::ControlClient::register_worker(*address, hello, register_timeout_s);
@@ -244,10 +247,10 @@ int run(int argc, char** argv) {
     if (zt::Status st = run_dir->write_resolved_config(cfg); !st.is_ok()) return fail(st, ctx);
   }
 
-  auto comm_or = zt::make_mpi_communicator(MPI_COMM_WORLD);
-  if (!comm_or.is_ok()) return fail(comm_or.status(), ctx);
-  auto comm = std::move(comm_or).value();
-  auto backend = zt::make_cpu_backend();
+  auto compute = zt::make_compute(cfg);
+  if (!compute.is_ok()) return fail(compute.status(), ctx);
+  std::unique_ptr<zt::Communicator> comm = std::move(compute->comm);
+  std::unique_ptr<zt::Backend> backend = std::move(compute->backend);
   auto trainer_or = zt::Trainer::create(cfg, *backend, *comm);
   if (!trainer_or.is_ok()) return fail(trainer_or.status(), ctx);
   auto trainer = std::move(trainer_or).value();
@@ -371,14 +374,17 @@ int run(int argc, char** argv) {
     // Act only where every rank acts: agree on a stop (a signal, or 64 for the coordinator's stop
     // command) and on checkpoint requests (each rank counts the coordinator's requests; the
     // highest count not yet served triggers one) with one collective.
-    float* flag = static_cast<float*>(flags_buf->data());
+    // The flags travel through backend memory (NCCL needs device buffers): staged on the host.
+    float flag[2];
     flag[0] = static_cast<float>(g_stop_signal.load());
     if (control && control->stop_requested() && flag[0] == 0.0f) flag[0] = 64.0f;
     if (control && control->take_checkpoint_request()) ++checkpoint_requests_seen;
     flag[1] = static_cast<float>(checkpoint_requests_seen);
+    backend->copy(flags_buf->data(), flag, sizeof(flag));
     if (zt::Status st = comm->all_reduce(flags_buf->as(zt::DType::kF32, {2}), zt::ReduceOp::kMax);
         !st.is_ok())
       return fail(st, ctx);
+    backend->copy(flag, flags_buf->data(), sizeof(flag));
     const int sig = static_cast<int>(flag[0]);
     const auto requests = static_cast<int64_t>(flag[1]);
     const zt::CheckpointConfig& cc = cfg.checkpoint;

@@ -2,9 +2,11 @@
 //   encoder_fwd: out (B,T,C) = wte[tokens[b,t], :] + wpe[t, :]                         (=)
 //   encoder_bwd: dwte (V,C) += scatter of dout by token; dwpe rows 0..T-1 += sum_b dout (+=)
 // tokens are int32 in device memory, in [0, V) (the caller validated the data). The backward is
-// deterministic: the positions of each token are grouped first (a counting sort in the
-// workspace), then each (token, channel) sums its positions in fp32 in position order and adds to
-// the gradient once.
+// deterministic: the positions of each token are grouped first (a stable LSD radix sort by token,
+// i.e. counting sorts over 8-bit digits, in the workspace: each token's positions in ascending
+// order), then each (token, channel) sums its positions in fp32 in position order, in fixed
+// windows of 32 entries of the sorted list whose partials are added in window order (so a frequent
+// token is spread over many blocks), and adds to the gradient once. dwpe sums over b in order.
 #pragma once
 
 #include "kernels/cuda/launch.cuh"

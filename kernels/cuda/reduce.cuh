@@ -2,6 +2,7 @@
 // ranges summed in a fixed order, then one block sums the partials in order.
 //   sum_squares:     *result (device, fp64) = sum of x^2 (x widened to fp64 per element)
 //   count_nonfinite: *result (device) = number of NaN/Inf elements
+//   (n == 0: *result = 0, written with cudaMemsetAsync on `stream`.)
 //   bias_grad:       dbias (OC) += sum over the N rows of dout (N,OC)  (matmul's bias gradient;
 //                    fp32 sums over fixed row ranges, then fixed-order; dbias of dtype)
 #pragma once

@@ -34,6 +34,8 @@ void Buffer::reset() {
   owner_ = nullptr;
 }
 
+std::unique_ptr<Backend> Backend::make_host_backend() { return make_cpu_backend(); }
+
 Result<Buffer> Backend::allocate(size_t bytes, MemCategory category) {
   const size_t rounded = (bytes + 63) / 64 * 64;
   Buffer b;

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "runtime/backend/ops.h"
+#include "runtime/backend/optimizer_ops.h"
 #include "runtime/core/status.h"
 #include "runtime/memory/memory_tracker.h"
 #include "runtime/tensor/tensor.h"
@@ -56,18 +57,32 @@ class Backend {
 
   virtual DeviceKind kind() const = 0;
   virtual std::string name() const = 0;
+  // Whether the host may dereference this backend's memory (CPU: yes; CUDA: no). Host code that
+  // reads or writes backend memory must go through copy() when this is false.
+  virtual bool host_accessible() const = 0;
 
   // Allocates `bytes` (aligned to 64), zero-filled, charged to `category`. Out of memory is an
   // error naming the size, the category and the current breakdown.
   Result<Buffer> allocate(size_t bytes, MemCategory category);
 
-  // Copies between host and this backend's memory (either may be device memory), stream-ordered.
+  // Copies between host memory and this backend's memory, or within this backend's memory
+  // (either side may be device memory). Stream-ordered: it runs after everything issued before it.
+  // When dst is host memory it returns after the data has landed (the host may read dst at once);
+  // when src is host memory the caller may reuse or free src on return. Device-to-device copies
+  // may still be in flight on return (later ops and copies are ordered after them).
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   // Waits until everything issued so far has finished.
   virtual void synchronize() = 0;
 
   virtual Ops& ops() = 0;
+  // The optimizer update kernels over this backend's memory (runtime/backend/optimizer_ops.h).
+  virtual OptimizerOps& optimizer_ops() = 0;
+  // A backend for host memory that pairs with this one (offloaded optimizer state, staging): the
+  // CPU backend returns a CPU backend; the CUDA backend one with pinned memory. The default is
+  // make_cpu_backend(). The returned backend has its own MemoryTracker.
+  virtual std::unique_ptr<Backend> make_host_backend();
+
   MemoryTracker& memory() { return memory_; }
   const MemoryTracker& memory() const { return memory_; }
 

@@ -1,10 +1,9 @@
 // Ops: the op table a backend offers, on Tensor views. Shapes and dtypes are checked here (a wrong
 // call is a bug: ZT_CHECK); an op or dtype a backend cannot do returns kUnsupported from supports()
 // and throws if called anyway — nothing falls back quietly. Semantics (which outputs are
-// overwritten
-// (=), which accumulate (+=)) follow kernels/<op>.h. Activation and weight tensors share one dtype
-// per call; statistics (mean, rstd, lse, losses) are fp32; tokens and targets are int32 passed as
-// raw pointers (the data loader owns them).
+// overwritten (=), which accumulate (+=)) follow kernels/<op>.h. Activation and weight tensors
+// share one dtype per call; statistics (mean, rstd, lse, losses) are fp32; tokens and targets are
+// int32 raw pointers into the backend's memory (the model stages the loader's host batch there).
 #pragma once
 
 #include <cstddef>
@@ -56,16 +55,10 @@ class Ops {
   virtual void softmax_crossentropy(Tensor losses, Tensor dlogits, Tensor logits,
                                     const int32_t* targets, float dloss) = 0;
 
-  // Flat-buffer ops for the optimizer and its statistics.
+  // Flat-buffer ops for the optimizer and its statistics (the update rules are OptimizerOps).
   virtual void convert(Tensor dst, Tensor src) = 0;  // same numel, any dtypes
   virtual double sum_squares(Tensor x) = 0;
   virtual size_t count_nonfinite(Tensor x) = 0;
-  struct AdamWParams {
-    float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2, grad_scale;
-  };
-  // master, m, v fp32 (n); grad (n) any dtype
-  virtual void adamw_update(Tensor master, Tensor m, Tensor v, Tensor grad,
-                            const AdamWParams& p) = 0;
 };
 
 }  // namespace zt

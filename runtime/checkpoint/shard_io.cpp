@@ -20,6 +20,8 @@ constexpr size_t kStreamChunk = size_t{1} << 20;
 
 Result<ShardSnapshot> snapshot_shard(ZeroEngine& engine, Backend& backend, int64_t step, bool copy,
                                      Buffer reuse) {
+  ZT_CHECK(backend.host_accessible(), "snapshot_shard: backend {} is not host memory",
+           backend.name());
   ShardSnapshot s;
   s.rank = engine.rank();
   s.world_size = engine.world_size();

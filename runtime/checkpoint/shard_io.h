@@ -43,7 +43,8 @@ struct ShardSnapshot {
   bool reads_engine = false;
 };
 
-// This rank's checkpoint tensors from `engine`: copied (`copy`), into `reuse` when it is large
+// This rank's checkpoint tensors from `engine`: copied (`copy`) into a buffer of `backend`, which
+// must be host memory (Backend::host_accessible()), into `reuse` when it is large
 // enough (with the state on NVMe the ranged states are read while writing instead: reads_engine) —
 // the previous snapshot's buffer: a fresh one costs a page fault per 4 KiB, several times the copy
 // itself — or as a view.

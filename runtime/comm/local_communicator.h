@@ -9,6 +9,10 @@
 
 namespace zt {
 
-std::unique_ptr<Communicator> make_local_communicator();
+class Backend;
+
+// `backend`: whose memory the collectives' buffers are; its copy() moves the bytes (the host may
+// not dereference device memory). Null: host memory, copied with memmove.
+std::unique_ptr<Communicator> make_local_communicator(Backend* backend = nullptr);
 
 }  // namespace zt

@@ -137,6 +137,12 @@ Status Gpt2Model::allocate() {
   ZT_ASSIGN_OR_RETURN(lnf_rstd_, alloc({N}, DType::kF32));
   ZT_ASSIGN_OR_RETURN(logits_, alloc({N, shape_.V}, dt));
   ZT_ASSIGN_OR_RETURN(losses_, alloc({N}, DType::kF32));
+  host_losses_.resize(static_cast<size_t>(N));
+  // Inputs, not activations: charged to the workspace.
+  ZT_ASSIGN_OR_RETURN(tokens_buf_, backend_.allocate(static_cast<size_t>(N) * sizeof(int32_t),
+                                                     MemCategory::kWorkspace));
+  ZT_ASSIGN_OR_RETURN(targets_buf_, backend_.allocate(static_cast<size_t>(N) * sizeof(int32_t),
+                                                      MemCategory::kWorkspace));
   // Gradient and scratch buffers of the backward pass (live only during one micro-batch).
   ZT_ASSIGN_OR_RETURN(dx_, alloc({N, C}, dt));
   ZT_ASSIGN_OR_RETURN(scratch_c_, alloc({N, C}, dt));
@@ -210,7 +216,14 @@ void Gpt2Model::block_backward(const LayerParams& p, const LayerParams& g, Tenso
   ops_.layernorm_bwd(dx, g.ln1w, g.ln1b, dc, x, p.ln1w, a.ln1_mean, a.ln1_rstd);
 }
 
-void Gpt2Model::forward_to_logits(const int32_t* inputs) {
+void Gpt2Model::load_batch(const int32_t* inputs, const int32_t* targets) {
+  const size_t bytes = static_cast<size_t>(shape_.B) * static_cast<size_t>(shape_.T) * 4;
+  backend_.copy(tokens_buf_.data(), inputs, bytes);
+  backend_.copy(targets_buf_.data(), targets, bytes);
+}
+
+void Gpt2Model::forward_to_logits() {
+  const int32_t* inputs = static_cast<const int32_t*>(tokens_buf_.data());
   ZT_CHECK(hooks_ != nullptr, "Gpt2Model: no state hooks set");
   const int64_t C = shape_.C;
   hooks_->begin_pass(ModelStateHooks::Pass::kForward);
@@ -229,24 +242,30 @@ void Gpt2Model::forward_to_logits(const int32_t* inputs) {
   ops_.matmul_fwd(logits_, lnf_, param(u0, 0, "wte.weight"), Tensor());
 }
 
-static double sum_losses(const Tensor& losses) {
-  const float* l = losses.ptr<float>();
+double Gpt2Model::sum_losses() {
+  backend_.copy(host_losses_.data(), losses_.data, losses_.nbytes());
   double s = 0.0;
-  for (int64_t i = 0; i < losses.numel(); ++i) s += l[i];
+  for (const float l : host_losses_) s += l;
   return s;
 }
 
 double Gpt2Model::forward_loss(const int32_t* inputs, const int32_t* targets) {
-  forward_to_logits(inputs);
-  ops_.softmax_crossentropy(losses_, Tensor(), logits_, targets, 0.0f);
+  load_batch(inputs, targets);
+  forward_to_logits();
+  ops_.softmax_crossentropy(losses_, Tensor(), logits_,
+                            static_cast<const int32_t*>(targets_buf_.data()), 0.0f);
   hooks_->unit_params_done(0);
-  return sum_losses(losses_);
+  return sum_losses();
 }
 
 double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets, float dloss) {
-  forward_to_logits(inputs);
-  ops_.softmax_crossentropy(losses_, logits_, logits_, targets, dloss);  // dlogits in place
-  const double loss_sum = sum_losses(losses_);
+  load_batch(inputs, targets);
+  forward_to_logits();
+  const int32_t* dev_inputs = static_cast<const int32_t*>(tokens_buf_.data());
+  ops_.softmax_crossentropy(losses_, logits_, logits_,
+                            static_cast<const int32_t*>(targets_buf_.data()),
+                            dloss);  // dlogits in place
+  const double loss_sum = sum_losses();
 
   hooks_->begin_pass(ModelStateHooks::Pass::kBackward);
   const Tensor u0 = unit0_params_;
@@ -287,7 +306,7 @@ double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets
     l = s - 1;
   }
   ops_.encoder_bwd(param(g0, 0, "wte.weight"), param(g0, 0, "wpe.weight"),
-                   dx_.view({shape_.B, shape_.T, shape_.C}), inputs);
+                   dx_.view({shape_.B, shape_.T, shape_.C}), dev_inputs);
   hooks_->unit_grads_done(0);
   hooks_->unit_params_done(0);
   return loss_sum;

@@ -50,7 +50,8 @@ class Gpt2Model {
   // Where parameters and gradients come from; must be set before the first pass.
   void set_hooks(ModelStateHooks* hooks) { hooks_ = hooks; }
 
-  // One micro-batch: forward, loss, backward. inputs/targets (B*T) int32. Parameter gradients
+  // One micro-batch: forward, loss, backward. inputs/targets (B*T) int32 in host memory (copied
+  // into the model's token buffers in backend memory first). Parameter gradients
   // accumulate (+=) with the loss gradient scaled by `dloss` per token (loss_scale / tokens of the
   // global batch). Returns the sum over the B*T tokens of the cross-entropy (fp64).
   double forward_backward(const int32_t* inputs, const int32_t* targets, float dloss);
@@ -79,7 +80,11 @@ class Gpt2Model {
                      bool attention_only);
   void block_backward(const LayerParams& p, const LayerParams& g, Tensor x_in, LayerActs& acts,
                       Tensor dx);
-  void forward_to_logits(const int32_t* inputs);
+  // Copies the host batch into tokens_/targets_ (backend memory).
+  void load_batch(const int32_t* inputs, const int32_t* targets);
+  // The sum of losses_ (fp64, in order), read back through a host copy.
+  double sum_losses();
+  void forward_to_logits();
   // Which kept residual buffer / activation set layer l uses under the policy.
   Tensor x_in(int l) const;
   Tensor x_out(int l) const;
@@ -105,6 +110,9 @@ class Gpt2Model {
   std::vector<int> acts_of_;                                  // layer -> index into act_sets_
   std::vector<std::unique_ptr<LayerActs>> shared_attention_;  // selective: one shared set
   Tensor lnf_, lnf_mean_, lnf_rstd_, logits_, losses_;
+  // The micro-batch's tokens and targets (B*T int32) in backend memory: the ops read them there.
+  Buffer tokens_buf_, targets_buf_;
+  std::vector<float> host_losses_;
   Tensor dx_, scratch_c_, scratch_c2_, scratch_3c_, scratch_4c_;
   int64_t activation_bytes_ = 0;
 };

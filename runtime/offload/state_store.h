@@ -14,6 +14,10 @@
 // and a multiple of the 8-bit quantisation block, so no block is ever split). A chunk larger than
 // n is cut down to n rounded up to kChunkAlign (one chunk either way, smaller nvme buffers).
 //
+// Memory: the chunk pointers stream() hands out are in the store's memory — the backend's for the
+// memory kind (device memory the host may not dereference: Backend::host_accessible()), host
+// buffers for nvme. read() and write() take host memory and copy through the backend.
+//
 // A store is used by one thread at a time: stream(), read() and write() must not overlap.
 #pragma once
 

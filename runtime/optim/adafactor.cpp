@@ -12,23 +12,30 @@
 // parameter, then one value per parameter). The factored moments are whole on every rank that holds
 // a piece and stay identical there (the same reduced sums in the same order). Weight decay follows
 // the project's grouping: only parameters of two or more dimensions decay.
+//
+// Memory: the unfactored second moments v live in the optimizer backend's memory, like the store
+// arrays. The factored row/column moments and this step's factors are computed on the host (a few
+// floats per row and column) and kept there authoritatively; the factors are uploaded to a side
+// buffer in the backend's memory each step for the kernels. Where the host can dereference the
+// backend's memory both are the same side buffer, as they always were on the CPU backend. The
+// fp64 row/column sums come back from the kernels through a copy, and the all-reduced vectors go
+// through buffers of the communication backend (device memory for NCCL).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "kernels/adafactor.h"
 #include "runtime/optim/optimizer_impls.h"
 
 namespace zt::optim_impl {
 namespace {
 
-namespace kc = kernels::cpu;
-
 class Adafactor final : public Optimizer {
  public:
   Adafactor(const OptimizerConfig& cfg, const ParamLayout& layout, std::vector<OptimSegment> segs,
-            bool partitioned, Backend& backend)
-      : Optimizer(cfg, std::move(segs), partitioned, backend), layout_(layout) {}
+            bool partitioned, Backend& backend, Backend& comm_backend)
+      : Optimizer(cfg, std::move(segs), partitioned, backend),
+        layout_(layout),
+        comm_backend_(comm_backend) {}
 
   Status allocate() {
     const size_t np = layout_.entries.size();
@@ -59,18 +66,42 @@ class Adafactor final : public Optimizer {
       }
     }
     ZT_ASSIGN_OR_RETURN(v_, side_floats(v_elems));
+    const bool host = backend_.host_accessible();
+    int64_t host_floats = 0, max_sums = 0;
+    for (Param& pi : params_) {
+      if (!pi.held || !pi.factored) continue;
+      host_floats += 2 * (pi.rows + pi.cols);
+      max_sums = std::max(max_sums, pi.rows + pi.cols);
+    }
+    if (!host) host_side_.assign(static_cast<size_t>(host_floats), 0.0f);
+    float* next_host = host_side_.data();
     for (Param& pi : params_) {
       if (!pi.held || !pi.factored) continue;
       // Row and column moments (state), then this step's factors (scratch).
-      ZT_ASSIGN_OR_RETURN(pi.row, side_floats(2 * (pi.rows + pi.cols)));
+      if (host) {
+        ZT_ASSIGN_OR_RETURN(pi.row, side_floats(2 * (pi.rows + pi.cols)));
+      } else {
+        pi.row = next_host;
+        next_host += 2 * (pi.rows + pi.cols);
+      }
       pi.col = pi.row + pi.rows;
       pi.rfac = pi.col + pi.cols;
       pi.cfac = pi.rfac + pi.rows;
+      if (host) {
+        pi.dev_rfac = pi.rfac;
+      } else {
+        ZT_ASSIGN_OR_RETURN(pi.dev_rfac, side_floats(pi.rows + pi.cols));
+      }
+      pi.dev_cfac = pi.dev_rfac + pi.rows;
     }
+    if (!host && max_sums > 0) {
+      ZT_ASSIGN_OR_RETURN(
+          sums_dev_, backend_.allocate(static_cast<size_t>(max_sums) * 8, MemCategory::kWorkspace));
+    }
+    ZT_ASSIGN_OR_RETURN(red_a_, comm_backend_.allocate(static_cast<size_t>(red + np) * 4,
+                                                       MemCategory::kCommunication));
     ZT_ASSIGN_OR_RETURN(
-        red_a_, backend_.allocate(static_cast<size_t>(red + np) * 4, MemCategory::kCommunication));
-    ZT_ASSIGN_OR_RETURN(
-        red_b_, backend_.allocate(static_cast<size_t>(np) * 4, MemCategory::kCommunication));
+        red_b_, comm_backend_.allocate(static_cast<size_t>(np) * 4, MemCategory::kCommunication));
     for (const CheckpointStateInfo& s : checkpoint_states()) names_.push_back(s.name);
     return Status::ok();
   }
@@ -92,48 +123,60 @@ class Adafactor final : public Optimizer {
     auto grad_at = [&](int64_t local) {
       return static_cast<const char*>(grads.data) + static_cast<size_t>(local) * gsize;
     };
+    OptimizerOps& ops = backend_.optimizer_ops();
+    const bool host = backend_.host_accessible();
 
     // 1. Row/column sums of g^2 + eps1 and the sum of squares of the master weights, per piece.
-    float* A = static_cast<float*>(red_a_.data());
-    std::fill_n(A, red_factored_ + static_cast<int64_t>(np), 0.0f);
+    std::vector<float> A(static_cast<size_t>(red_factored_) + np, 0.0f);
     std::vector<double> sums;
     for (const OptimSegment& s : segments_) {
       const Param& pi = params_[static_cast<size_t>(s.param)];
       if (!pi.factored) continue;
-      sums.assign(static_cast<size_t>(pi.rows + pi.cols), 0.0);
-      with_grad_type(grads.dtype, grad_at(s.local), [&](const auto* g) {
-        kc::adafactor_sq_sums(g, static_cast<size_t>(s.count), s.param_begin, pi.cols, a.grad_scale,
-                              cfg_.eps, sums.data(), sums.data() + pi.rows);
-      });
+      const size_t n_sums = static_cast<size_t>(pi.rows + pi.cols);
+      sums.assign(n_sums, 0.0);
+      double* out = sums.data();
+      if (!host) {
+        out = static_cast<double*>(sums_dev_.data());
+        backend_.fill_zero(out, n_sums * sizeof(double));
+      }
+      ops.adafactor_sq_sums(grad_at(s.local), grads.dtype, static_cast<size_t>(s.count),
+                            s.param_begin, pi.cols, a.grad_scale, cfg_.eps, out, out + pi.rows);
+      if (!host) backend_.copy(sums.data(), out, n_sums * sizeof(double));
       for (size_t i = 0; i < sums.size(); ++i)
-        A[pi.red + static_cast<int64_t>(i)] += static_cast<float>(sums[i]);
+        A[static_cast<size_t>(pi.red) + i] += static_cast<float>(sums[i]);
     }
     if (cfg_.scale_parameter) {
       std::vector<double> msq(np, 0.0);
+      std::vector<float> staged;  // a piece of the master weights, when they are device memory
       ZT_RETURN_IF_ERROR(store.stream(1u, 0u, [&](int64_t begin, int64_t count, void* const* ptrs) {
         const float* master = static_cast<const float*>(ptrs[0]);
         for_each_piece(begin, count, [&](const OptimSegment& s, int64_t b, int64_t n) {
-          double acc = 0.0;
           const float* x = master + (b - begin);
+          if (!host) {
+            staged.resize(static_cast<size_t>(n));
+            backend_.copy(staged.data(), x, static_cast<size_t>(n) * sizeof(float));
+            x = staged.data();
+          }
+          double acc = 0.0;
           for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(x[i]) * x[i];
           msq[static_cast<size_t>(s.param)] += acc;
         });
         return Status::ok();
       }));
       for (size_t p = 0; p < np; ++p)
-        A[red_factored_ + static_cast<int64_t>(p)] = static_cast<float>(msq[p]);
+        A[static_cast<size_t>(red_factored_) + p] = static_cast<float>(msq[p]);
     }
-    if (partitioned_)
-      ZT_RETURN_IF_ERROR(
-          comm.all_reduce(red_a_.as(DType::kF32, {red_factored_ + static_cast<int64_t>(np)})));
+    if (partitioned_) ZT_RETURN_IF_ERROR(all_reduce(A, red_a_, comm));
 
-    // 2. Factored moments and this step's factors.
+    // 2. Factored moments and this step's factors, on the host; the factors then go where the
+    // kernels read them.
     for (Param& pi : params_) {
       if (!pi.held) continue;
-      pi.rms = std::sqrt(static_cast<double>(A[red_factored_ + (&pi - params_.data())]) /
-                         static_cast<double>(pi.numel));
+      pi.rms = std::sqrt(
+          static_cast<double>(A[static_cast<size_t>(red_factored_ + (&pi - params_.data()))]) /
+          static_cast<double>(pi.numel));
       if (!pi.factored) continue;
-      const float* rs = A + pi.red;
+      const float* rs = A.data() + pi.red;
       const float* cs = rs + pi.rows;
       double row_total = 0.0;
       for (int64_t r = 0; r < pi.rows; ++r) {
@@ -145,28 +188,28 @@ class Adafactor final : public Optimizer {
       const float row_mean = static_cast<float>(row_total / static_cast<double>(pi.rows));
       for (int64_t r = 0; r < pi.rows; ++r) pi.rfac[r] = 1.0f / std::sqrt(pi.row[r] / row_mean);
       for (int64_t c = 0; c < pi.cols; ++c) pi.cfac[c] = 1.0f / std::sqrt(pi.col[c]);
+      if (pi.dev_rfac != pi.rfac)
+        backend_.copy(pi.dev_rfac, pi.rfac, static_cast<size_t>(pi.rows + pi.cols) * sizeof(float));
     }
 
     // 3. The unclipped update's sum of squares per parameter (the unfactored second moments are
     // updated here: they are side state), reduced, then each parameter's step scale.
-    float* B = static_cast<float*>(red_b_.data());
-    std::fill_n(B, np, 0.0f);
+    std::vector<float> B(np, 0.0f);
     for (size_t i = 0; i < segments_.size(); ++i) {
       const OptimSegment& s = segments_[i];
       const Param& pi = params_[static_cast<size_t>(s.param)];
       double sq = 0.0;
-      with_grad_type(grads.dtype, grad_at(s.local), [&](const auto* g) {
-        if (pi.factored)
-          sq = kc::adafactor_factored_sq(g, static_cast<size_t>(s.count), s.param_begin, pi.cols,
-                                         a.grad_scale, pi.rfac, pi.cfac);
-        else
-          sq = kc::adafactor_unfactored_v(g, v_ + seg_v_[i], static_cast<size_t>(s.count),
-                                          a.grad_scale, beta2t, cfg_.eps);
-      });
-      B[s.param] += static_cast<float>(sq);
+      if (pi.factored)
+        sq = ops.adafactor_factored_sq(grad_at(s.local), grads.dtype, static_cast<size_t>(s.count),
+                                       s.param_begin, pi.cols, a.grad_scale, pi.dev_rfac,
+                                       pi.dev_cfac);
+      else
+        sq = ops.adafactor_unfactored_v(grad_at(s.local), grads.dtype, v_ + seg_v_[i],
+                                        static_cast<size_t>(s.count), a.grad_scale, beta2t,
+                                        cfg_.eps);
+      B[static_cast<size_t>(s.param)] += static_cast<float>(sq);
     }
-    if (partitioned_)
-      ZT_RETURN_IF_ERROR(comm.all_reduce(red_b_.as(DType::kF32, {static_cast<int64_t>(np)})));
+    if (partitioned_) ZT_RETURN_IF_ERROR(all_reduce(B, red_b_, comm));
     for (size_t p = 0; p < np; ++p) {
       Param& pi = params_[p];
       if (!pi.held) continue;
@@ -186,12 +229,11 @@ class Adafactor final : public Optimizer {
     const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
     float* m = cfg_.use_first_moment ? static_cast<float*>(arrays[1]) : nullptr;
     const float* v = pi.factored ? nullptr : v_ + seg_v_[si] + (begin - seg.local);
-    with_grad_type(grad_dtype, grad, [&](const auto* g) {
-      kc::adafactor_apply(static_cast<float*>(arrays[0]), m, g, static_cast<size_t>(count),
-                          seg.param_begin + (begin - seg.local), pi.cols,
-                          pi.factored ? pi.rfac : nullptr, pi.factored ? pi.cfac : nullptr, v,
-                          a.grad_scale, pi.scale, pi.lr, cfg_.beta1, wd);
-    });
+    const AdafactorApplyArgs args{a.grad_scale, pi.scale, pi.lr, cfg_.beta1, wd};
+    backend_.optimizer_ops().adafactor_apply(
+        static_cast<float*>(arrays[0]), m, grad, grad_dtype, static_cast<size_t>(count),
+        seg.param_begin + (begin - seg.local), pi.cols, pi.factored ? pi.dev_rfac : nullptr,
+        pi.factored ? pi.dev_cfac : nullptr, v, args);
   }
 
   int store_array_of(int k) const override {
@@ -203,7 +245,8 @@ class Adafactor final : public Optimizer {
     const OptimSegment& seg = segments_[static_cast<size_t>(s)];
     if (names_[static_cast<size_t>(k)] == "exp_avg") return store.read(1, begin, count, out);
     ZT_CHECK(seg_v_[static_cast<size_t>(s)] >= 0, "exp_avg_sq of factored '{}'", seg.spec->name);
-    std::copy_n(v_ + seg_v_[static_cast<size_t>(s)] + (begin - seg.local), count, out);
+    backend_.copy(out, v_ + seg_v_[static_cast<size_t>(s)] + (begin - seg.local),
+                  static_cast<size_t>(count) * sizeof(float));
     return Status::ok();
   }
 
@@ -212,7 +255,8 @@ class Adafactor final : public Optimizer {
     if (names_[static_cast<size_t>(k)] == "exp_avg")
       return store.write(1, seg.local, seg.count, in);
     ZT_CHECK(seg_v_[static_cast<size_t>(s)] >= 0, "exp_avg_sq of factored '{}'", seg.spec->name);
-    std::copy_n(in, seg.count, v_ + seg_v_[static_cast<size_t>(s)]);
+    backend_.copy(v_ + seg_v_[static_cast<size_t>(s)], in,
+                  static_cast<size_t>(seg.count) * sizeof(float));
     return Status::ok();
   }
 
@@ -239,13 +283,27 @@ class Adafactor final : public Optimizer {
     bool factored = false, held = false;
     int64_t numel = 0, rows = 0, cols = 0;
     int64_t red = 0;  // its row sums in the first reduction (columns follow)
+    // Host memory: the moments and this step's factors.
     float* row = nullptr;
     float* col = nullptr;
     float* rfac = nullptr;
     float* cfac = nullptr;
+    // The factors in the backend's memory, for the kernels (rfac/cfac themselves where the host
+    // can dereference it).
+    float* dev_rfac = nullptr;
+    float* dev_cfac = nullptr;
     double rms = 0.0;  // RMS of the master weights before this step
     float lr = 0.0f, scale = 0.0f;
   };
+
+  // All-reduces `host` (sum over ranks) through `buf`, a buffer of the communication backend.
+  Status all_reduce(std::vector<float>& host, Buffer& buf, Communicator& comm) {
+    const size_t bytes = host.size() * sizeof(float);
+    comm_backend_.copy(buf.data(), host.data(), bytes);
+    ZT_RETURN_IF_ERROR(comm.all_reduce(buf.as(DType::kF32, {static_cast<int64_t>(host.size())})));
+    comm_backend_.copy(host.data(), buf.data(), bytes);
+    return Status::ok();
+  }
 
   // Calls fn(segment, begin, count) for each segment's part of owned [begin, begin + count).
   template <typename F>
@@ -258,8 +316,11 @@ class Adafactor final : public Optimizer {
   }
 
   const ParamLayout& layout_;
+  Backend& comm_backend_;
   std::vector<Param> params_;
-  std::vector<int64_t> seg_v_;  // each segment's first unfactored moment in v_ (-1: factored)
+  std::vector<float> host_side_;  // the moments and factors when the backend is not host memory
+  Buffer sums_dev_;               // fp64 row/column sums of one piece, ditto
+  std::vector<int64_t> seg_v_;    // each segment's first unfactored moment in v_ (-1: factored)
   float* v_ = nullptr;
   int64_t red_factored_ = 0;
   Buffer red_a_, red_b_;
@@ -271,8 +332,9 @@ class Adafactor final : public Optimizer {
 Result<std::unique_ptr<Optimizer>> make_adafactor(const OptimizerConfig& cfg,
                                                   const ParamLayout& layout,
                                                   std::vector<OptimSegment> segs, bool partitioned,
-                                                  Backend& backend) {
-  std::unique_ptr<Adafactor> o(new Adafactor(cfg, layout, std::move(segs), partitioned, backend));
+                                                  Backend& backend, Backend& comm_backend) {
+  std::unique_ptr<Adafactor> o(
+      new Adafactor(cfg, layout, std::move(segs), partitioned, backend, comm_backend));
   ZT_RETURN_IF_ERROR(o->allocate());
   return std::unique_ptr<Optimizer>(std::move(o));
 }

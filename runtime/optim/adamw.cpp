@@ -1,6 +1,5 @@
 // AdamW (and DeepSpeed's Adam, which decays decoupled by default): exp_avg and exp_avg_sq as fp32
 // store arrays.
-#include "kernels/optimizer.h"
 #include "runtime/optim/optimizer_impls.h"
 
 namespace zt::optim_impl {
@@ -15,13 +14,17 @@ class AdamW final : public Fp32StateOptimizer {
   void update(const OptimSegment& seg, int64_t, int64_t count, void* const* arrays,
               const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
     const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
-    with_grad_type(grad_dtype, grad, [&](const auto* g) {
-      kernels::cpu::adamw_update(static_cast<float*>(arrays[0]), static_cast<float*>(arrays[1]),
-                                 static_cast<float*>(arrays[2]), g, static_cast<size_t>(count),
-                                 a.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd,
-                                 bias_correction(cfg_.beta1, a.t), bias_correction(cfg_.beta2, a.t),
-                                 a.grad_scale);
-    });
+    const AdamWArgs args{a.lr,
+                         cfg_.beta1,
+                         cfg_.beta2,
+                         cfg_.eps,
+                         wd,
+                         bias_correction(cfg_.beta1, a.t),
+                         bias_correction(cfg_.beta2, a.t),
+                         a.grad_scale};
+    backend_.optimizer_ops().adamw(static_cast<float*>(arrays[0]), static_cast<float*>(arrays[1]),
+                                   static_cast<float*>(arrays[2]), grad, grad_dtype,
+                                   static_cast<size_t>(count), args);
   }
 };
 

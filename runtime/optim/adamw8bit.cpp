@@ -3,7 +3,9 @@
 // are the cells of a 256-element grid over the owned range cut at segment edges, so a block never
 // straddles a parameter or a shard boundary and the store's chunks (multiples of 4096 elements)
 // never cut one. Parameters under kMin8bitNumel elements keep fp32 moments (side state).
-// Checkpoints: Note [8-bit checkpoints].
+// Checkpoints: Note [8-bit checkpoints]. The codes, absmax and small moments live in the memory of
+// the optimizer's backend; checkpoint reads and writes reach them through backend copies and, when
+// the host cannot dereference that memory, (de)quantise in a scratch buffer there.
 #include <algorithm>
 #include <vector>
 
@@ -52,10 +54,12 @@ class AdamW8bit final : public Optimizer {
 
   // A zero byte is the signed map's -1 (x absmax 0 = -0.0): start exp_avg at the code of 0 so a
   // checkpoint of the initial state reads +0 and requantises to the same codes.
+  // The chunks may be device memory: filled by a copy from a host pattern.
   Status init_state(StateStore& store) override {
     const uint8_t zero = kc::quantize_value(kc::signed_dynamic_map(), 0.0f);
+    const std::vector<uint8_t> pattern(static_cast<size_t>(store.chunk()), zero);
     return store.stream(0u, 1u << 1, [&](int64_t, int64_t count, void* const* p) {
-      std::fill_n(static_cast<uint8_t*>(p[1]), count, zero);
+      backend_.copy(p[1], pattern.data(), static_cast<size_t>(count));
       return Status::ok();
     });
   }
@@ -66,19 +70,18 @@ class AdamW8bit final : public Optimizer {
     const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
     const float bc1 = bias_correction(cfg_.beta1, a.t), bc2 = bias_correction(cfg_.beta2, a.t);
     float* master = static_cast<float*>(arrays[0]);
-    with_grad_type(grad_dtype, grad, [&](const auto* g) {
-      if (side.small >= 0) {
-        const int64_t at = side.small + (begin - seg.local);
-        kc::adamw_update(master, small_[0] + at, small_[1] + at, g, static_cast<size_t>(count),
-                         a.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2, a.grad_scale);
-        return;
-      }
-      const int64_t blk = block_index(seg, side, begin);
-      kc::adamw8bit_update(master, static_cast<uint8_t*>(arrays[1]), absmax_[0] + blk,
-                           static_cast<uint8_t*>(arrays[2]), absmax_[1] + blk, g,
-                           static_cast<size_t>(count), first_block_at(begin, count), a.lr,
-                           cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2, a.grad_scale);
-    });
+    const AdamWArgs args{a.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2, a.grad_scale};
+    OptimizerOps& ops = backend_.optimizer_ops();
+    if (side.small >= 0) {
+      const int64_t at = side.small + (begin - seg.local);
+      ops.adamw(master, small_[0] + at, small_[1] + at, grad, grad_dtype,
+                static_cast<size_t>(count), args);
+      return;
+    }
+    const int64_t blk = block_index(seg, side, begin);
+    ops.adamw8bit(master, static_cast<uint8_t*>(arrays[1]), absmax_[0] + blk,
+                  static_cast<uint8_t*>(arrays[2]), absmax_[1] + blk, grad, grad_dtype,
+                  static_cast<size_t>(count), first_block_at(begin, count), args);
   }
 
   Status read_state(int k, int s, int64_t begin, int64_t count, StateStore& store,
@@ -86,13 +89,27 @@ class AdamW8bit final : public Optimizer {
     const OptimSegment& seg = segments_[static_cast<size_t>(s)];
     const Side& side = sides_[static_cast<size_t>(s)];
     if (side.small >= 0) {
-      std::copy_n(small_[k] + side.small + (begin - seg.local), count, out);
+      backend_.copy(out, small_[k] + side.small + (begin - seg.local),
+                    static_cast<size_t>(count) * sizeof(float));
       return Status::ok();
     }
-    std::vector<uint8_t> codes(static_cast<size_t>(count));
+    const size_t n = static_cast<size_t>(count);
+    std::vector<uint8_t> codes(n);
     ZT_RETURN_IF_ERROR(store.read(k + 1, begin, count, codes.data()));
-    kc::dequantize_blocks(map(k), codes.data(), absmax_[k] + block_index(seg, side, begin),
-                          static_cast<size_t>(count), first_block_at(begin, count), out);
+    const float* absmax = absmax_[k] + block_index(seg, side, begin);
+    const size_t first = first_block_at(begin, count);
+    OptimizerOps& ops = backend_.optimizer_ops();
+    if (backend_.host_accessible()) {
+      ops.dequantize_blocks(k == 0, codes.data(), absmax, n, first, out);
+      return Status::ok();
+    }
+    // The absmax is in device memory: dequantise there, from and into a scratch buffer.
+    ZT_ASSIGN_OR_RETURN(Buffer scratch, scratch_bytes(n * (sizeof(float) + 1)));
+    float* x = static_cast<float*>(scratch.data());
+    uint8_t* c = reinterpret_cast<uint8_t*>(x + n);
+    backend_.copy(c, codes.data(), n);
+    ops.dequantize_blocks(k == 0, c, absmax, n, first, x);
+    backend_.copy(out, x, n * sizeof(float));
     return Status::ok();
   }
 
@@ -100,13 +117,24 @@ class AdamW8bit final : public Optimizer {
     const OptimSegment& seg = segments_[static_cast<size_t>(s)];
     const Side& side = sides_[static_cast<size_t>(s)];
     if (side.small >= 0) {
-      std::copy_n(in, seg.count, small_[k] + side.small);
+      backend_.copy(small_[k] + side.small, in, static_cast<size_t>(seg.count) * sizeof(float));
       return Status::ok();
     }
-    std::vector<uint8_t> codes(static_cast<size_t>(seg.count));
-    kc::quantize_blocks(map(k), in, static_cast<size_t>(seg.count),
-                        first_block_at(seg.local, seg.count), codes.data(),
-                        absmax_[k] + side.block);
+    const size_t n = static_cast<size_t>(seg.count);
+    const size_t first = first_block_at(seg.local, seg.count);
+    std::vector<uint8_t> codes(n);
+    OptimizerOps& ops = backend_.optimizer_ops();
+    if (backend_.host_accessible()) {
+      ops.quantize_blocks(k == 0, in, n, first, codes.data(), absmax_[k] + side.block);
+    } else {
+      // The absmax is in device memory: quantise there, from and into a scratch buffer.
+      ZT_ASSIGN_OR_RETURN(Buffer scratch, scratch_bytes(n * (sizeof(float) + 1)));
+      float* x = static_cast<float*>(scratch.data());
+      uint8_t* c = reinterpret_cast<uint8_t*>(x + n);
+      backend_.copy(x, in, n * sizeof(float));
+      ops.quantize_blocks(k == 0, x, n, first, c, absmax_[k] + side.block);
+      backend_.copy(codes.data(), c, n);
+    }
     return store.write(k + 1, seg.local, seg.count, codes.data());
   }
 
@@ -120,9 +148,6 @@ class AdamW8bit final : public Optimizer {
   }
   static int64_t block_index(const OptimSegment& seg, const Side& side, int64_t x) {
     return side.block + x / kBlock - seg.local / kBlock;
-  }
-  static const kc::QuantMap& map(int k) {
-    return k == 0 ? kc::signed_dynamic_map() : kc::unsigned_dynamic_map();
   }
 
   std::vector<Side> sides_;

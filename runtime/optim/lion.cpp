@@ -1,6 +1,5 @@
 // Lion (Chen et al. 2023): one moment, exp_avg, as an fp32 store array; decoupled weight decay on
 // parameters of two or more dimensions.
-#include "kernels/optimizer.h"
 #include "runtime/optim/optimizer_impls.h"
 
 namespace zt::optim_impl {
@@ -13,11 +12,9 @@ class Lion final : public Fp32StateOptimizer {
   void update(const OptimSegment& seg, int64_t, int64_t count, void* const* arrays,
               const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
     const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
-    with_grad_type(grad_dtype, grad, [&](const auto* g) {
-      kernels::cpu::lion_update(static_cast<float*>(arrays[0]), static_cast<float*>(arrays[1]), g,
-                                static_cast<size_t>(count), a.lr, cfg_.beta1, cfg_.beta2, wd,
-                                a.grad_scale);
-    });
+    const LionArgs args{a.lr, cfg_.beta1, cfg_.beta2, wd, a.grad_scale};
+    backend_.optimizer_ops().lion(static_cast<float*>(arrays[0]), static_cast<float*>(arrays[1]),
+                                  grad, grad_dtype, static_cast<size_t>(count), args);
   }
 };
 

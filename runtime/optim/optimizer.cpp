@@ -50,7 +50,8 @@ double optimizer_state_bytes_per_param(const OptimizerConfig& cfg) {
 Result<std::unique_ptr<Optimizer>> Optimizer::create(const OptimizerConfig& cfg,
                                                      const ParamLayout& layout,
                                                      std::vector<OptimSegment> segments,
-                                                     bool partitioned, Backend& backend) {
+                                                     bool partitioned, Backend& backend,
+                                                     Backend* comm_backend) {
   for (size_t i = 1; i < segments.size(); ++i)
     ZT_CHECK(segments[i - 1].local + segments[i - 1].count <= segments[i].local,
              "optimizer segments must be sorted and disjoint");
@@ -59,7 +60,8 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(const OptimizerConfig& cfg,
   if (cfg.is_8bit())
     return optim_impl::make_adamw8bit(cfg, std::move(segments), partitioned, backend);
   if (cfg.type == "Adafactor")
-    return optim_impl::make_adafactor(cfg, layout, std::move(segments), partitioned, backend);
+    return optim_impl::make_adafactor(cfg, layout, std::move(segments), partitioned, backend,
+                                      comm_backend ? *comm_backend : backend);
   if (cfg.type == "SGD")
     return optim_impl::make_sgd(cfg, std::move(segments), partitioned, backend);
   if (cfg.type == "Lion")

@@ -15,6 +15,13 @@
 // update() on every (store chunk x segment) piece in order (Note [state chunks]), so the store can
 // stream the state from NVMe.
 //
+// Memory: the store arrays and the side state are in the memory of the optimizer's backend (the
+// compute backend, or the host backend when the state is offloaded; with NVMe the store's chunk
+// buffers are host memory and the backend is the host backend), and every update kernel runs
+// through that backend's OptimizerOps. That memory may be device memory the host cannot
+// dereference (Backend::host_accessible()): host code reaches it only through backend copies, and
+// the gradients handed to prepare() and update() must lie in it too (the engine stages them).
+//
 // Checkpoints see the state as named fp32 tensors per parameter (checkpoint_states()): "ranged"
 // ones hold one value per element and are split like the master weights; "whole" ones (Adafactor's
 // exp_avg_sq_row/_col) are written once, by the rank holding the parameter's first element, and
@@ -85,11 +92,14 @@ class Optimizer {
   // `segments` sorted by `local`, pointing into `layout` (which must outlive the optimizer);
   // `partitioned`: the segments are this rank's share (stage >= 1), so whole-parameter statistics
   // need a reduction over ranks. Side state is allocated from `backend` (the host backend when
-  // offloaded) and charged to kOptimizerStates there.
+  // offloaded) and charged to kOptimizerStates there. The buffers of the optimizer's own
+  // collectives come from `comm_backend` (default: `backend`), which must be the memory the
+  // communicator works on (device memory for NCCL, even when the state is offloaded).
   static Result<std::unique_ptr<Optimizer>> create(const OptimizerConfig& cfg,
                                                    const ParamLayout& layout,
                                                    std::vector<OptimSegment> segments,
-                                                   bool partitioned, Backend& backend);
+                                                   bool partitioned, Backend& backend,
+                                                   Backend* comm_backend = nullptr);
   virtual ~Optimizer() = default;
 
   const OptimizerConfig& config() const { return cfg_; }
@@ -107,7 +117,7 @@ class Optimizer {
   }
 
   // Whole-parameter statistics before the update; `grads` is the rank's gradient over the owned
-  // range (the working dtype). Collective when partitioned.
+  // range (the working dtype), in the optimizer's backend memory. Collective when partitioned.
   virtual Status prepare(const OptimizerStepArgs& args, const Tensor& grads, StateStore& store,
                          Communicator& comm) {
     (void)args, (void)grads, (void)store, (void)comm;
@@ -116,11 +126,12 @@ class Optimizer {
   // Updates owned elements [begin, begin + count) — inside `seg` (one of segments(), by
   // reference) and inside one store chunk.
   // master and arrays[i] point at element `begin` (arrays[0] is the master weights);
-  // grad at the gradient of element `begin`, of dtype `grad_dtype`.
+  // grad at the gradient of element `begin`, of dtype `grad_dtype`. All of them in the optimizer's
+  // backend memory.
   virtual void update(const OptimSegment& seg, int64_t begin, int64_t count, void* const* arrays,
                       const void* grad, DType grad_dtype, const OptimizerStepArgs& args) = 0;
 
-  // ---- checkpoints: state k of checkpoint_states() ----
+  // ---- checkpoints: state k of checkpoint_states(); `out` and `in` are host memory ----
   // Ranged: owned elements [begin, begin + count) inside segment `s`, as fp32.
   virtual Status read_state(int k, int s, int64_t begin, int64_t count, StateStore& store,
                             float* out) = 0;
@@ -148,6 +159,10 @@ class Optimizer {
  protected:
   // Allocates `n` floats of side state, zeroed.
   Result<float*> side_floats(int64_t n);
+  // A temporary buffer of `bytes` in the backend's memory (checkpoint staging), kWorkspace.
+  Result<Buffer> scratch_bytes(size_t bytes) {
+    return backend_.allocate(bytes, MemCategory::kWorkspace);
+  }
   // Ranged state kept as a store array: copies through the store (fp32 arrays).
   static Status read_store_f32(StateStore& store, int array, int64_t begin, int64_t count,
                                float* out) {

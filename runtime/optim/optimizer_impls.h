@@ -5,7 +5,6 @@
 #include <cmath>
 #include <memory>
 
-#include "kernels/half.h"
 #include "runtime/optim/optimizer.h"
 
 namespace zt::optim_impl {
@@ -14,8 +13,10 @@ std::unique_ptr<Optimizer> make_adamw(const OptimizerConfig&, std::vector<OptimS
                                       Backend&);
 Result<std::unique_ptr<Optimizer>> make_adamw8bit(const OptimizerConfig&, std::vector<OptimSegment>,
                                                   bool, Backend&);
+// The last backend holds the buffers of Adafactor's all-reduces (Optimizer::create).
 Result<std::unique_ptr<Optimizer>> make_adafactor(const OptimizerConfig&, const ParamLayout&,
-                                                  std::vector<OptimSegment>, bool, Backend&);
+                                                  std::vector<OptimSegment>, bool, Backend&,
+                                                  Backend&);
 std::unique_ptr<Optimizer> make_sgd(const OptimizerConfig&, std::vector<OptimSegment>, bool,
                                     Backend&);
 std::unique_ptr<Optimizer> make_lion(const OptimizerConfig&, std::vector<OptimSegment>, bool,
@@ -36,22 +37,6 @@ class Fp32StateOptimizer : public Optimizer {
     return store.write(k + 1, seg.local, seg.count, in);
   }
 };
-
-// Calls f(const T* grad) with the gradient's storage type.
-template <typename F>
-void with_grad_type(DType dtype, const void* grad, F&& f) {
-  switch (dtype) {
-    case DType::kF32:
-      f(static_cast<const float*>(grad));
-      break;
-    case DType::kBF16:
-      f(static_cast<const bf16*>(grad));
-      break;
-    case DType::kF16:
-      f(static_cast<const fp16*>(grad));
-      break;
-  }
-}
 
 // AdamW's bias corrections for step t.
 inline float bias_correction(float beta, int64_t t) {

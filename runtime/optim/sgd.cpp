@@ -1,7 +1,6 @@
 // SGD with momentum and Nesterov (torch.optim.SGD): the momentum buffer as an fp32 store array,
 // none without momentum. Weight decay is L2 (added to the gradient), as in torch, on parameters of
 // two or more dimensions.
-#include "kernels/optimizer.h"
 #include "runtime/optim/optimizer_impls.h"
 
 namespace zt::optim_impl {
@@ -18,11 +17,10 @@ class Sgd final : public Fp32StateOptimizer {
               const void* grad, DType grad_dtype, const OptimizerStepArgs& a) override {
     const float wd = seg.spec->weight_decay ? cfg_.weight_decay : 0.0f;
     float* buf = cfg_.momentum == 0.0f ? nullptr : static_cast<float*>(arrays[1]);
-    with_grad_type(grad_dtype, grad, [&](const auto* g) {
-      kernels::cpu::sgd_update(static_cast<float*>(arrays[0]), buf, g, static_cast<size_t>(count),
-                               a.lr, cfg_.momentum, cfg_.dampening, wd, cfg_.nesterov, a.t == 1,
-                               a.grad_scale);
-    });
+    const SgdArgs args{a.lr,          cfg_.momentum, cfg_.dampening, wd,
+                       cfg_.nesterov, a.t == 1,      a.grad_scale};
+    backend_.optimizer_ops().sgd(static_cast<float*>(arrays[0]), buf, grad, grad_dtype,
+                                 static_cast<size_t>(count), args);
   }
 };
 

@@ -26,7 +26,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const JobConfig& cfg, Backend& 
 }
 
 Result<std::unique_ptr<Trainer>> Trainer::create(const JobConfig& cfg, Backend& backend) {
-  auto comm = make_local_communicator();
+  auto comm = make_local_communicator(&backend);
   std::unique_ptr<Trainer> t(new Trainer(cfg, backend, *comm));
   t->owned_comm_ = std::move(comm);
   ZT_RETURN_IF_ERROR(t->init());
@@ -34,10 +34,15 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const JobConfig& cfg, Backend& 
 }
 
 Status Trainer::init() {
-  // Nothing falls back silently: what this build cannot do is an error.
-  if (cfg_.backend != BackendKind::kCpu)
-    return make_error(StatusCode::kUnsupported,
-                      "backend: cuda is not available in this build yet; use backend: cpu");
+  // Nothing falls back silently: the config's backend must be the one this worker runs.
+  const BackendKind runs =
+      backend_.kind() == DeviceKind::kCuda ? BackendKind::kCuda : BackendKind::kCpu;
+  if (cfg_.backend != runs) {
+    auto name = [](BackendKind k) { return k == BackendKind::kCuda ? "cuda" : "cpu"; };
+    return make_error(StatusCode::kInvalidArgument,
+                      "config says backend: {} but this worker runs the {} backend ({})",
+                      name(cfg_.backend), name(runs), backend_.name());
+  }
   const int64_t W = comm_.world_size();
   if (cfg_.train_micro_batch_size_per_gpu <= 0 || cfg_.gradient_accumulation_steps <= 0 ||
       cfg_.train_batch_size !=
@@ -93,11 +98,13 @@ Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale,
     return e.status();
   }
   if (backward) ZT_RETURN_IF_ERROR(engine_->finish_backward());
-  // The loss of the step is global: sum the ranks' partial sums.
-  float* v = static_cast<float*>(scalar_buf_.data());
-  v[0] = static_cast<float>(loss_sum / static_cast<double>(G * T));
+  // The loss of the step is global: sum the ranks' partial sums. The collective works on backend
+  // memory (device memory for NCCL), which the host reaches through copies.
+  float v = static_cast<float>(loss_sum / static_cast<double>(G * T));
+  backend_.copy(scalar_buf_.data(), &v, sizeof(v));
   ZT_RETURN_IF_ERROR(comm_.all_reduce(scalar_buf_.as(DType::kF32, {1})));
-  return static_cast<double>(v[0]);
+  backend_.copy(&v, scalar_buf_.data(), sizeof(v));
+  return static_cast<double>(v);
 }
 
 int64_t Trainer::first_sequence(int64_t step_index) const {
@@ -197,7 +204,10 @@ TrainerState Trainer::state() const {
 }
 
 Result<ShardSnapshot> Trainer::snapshot_shard(bool copy, Buffer reuse) {
-  return zt::snapshot_shard(*engine_, backend_, step_, copy, std::move(reuse));
+  // The snapshot is read and written by the host: host memory, from the engine's host backend
+  // when the compute backend's memory is not.
+  Backend& mem = backend_.host_accessible() ? backend_ : engine_->host_backend();
+  return zt::snapshot_shard(*engine_, mem, step_, copy, std::move(reuse));
 }
 
 Status Trainer::restore(const std::string& dir, const Manifest& m) {

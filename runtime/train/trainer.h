@@ -106,8 +106,8 @@ class Trainer {
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<DataLoader> data_;
   LossScaler scaler_;
-  Buffer scalar_buf_;  // one fp32 for reducing the loss
-  std::vector<int32_t> inputs_, targets_;
+  Buffer scalar_buf_;                      // one fp32 for reducing the loss (backend memory)
+  std::vector<int32_t> inputs_, targets_;  // host memory; the model stages them
   // The global sequence step s starts at is data_base_sequence_ + (s - data_base_step_) * G: s * G
   // for a fresh job; after a resume with another train_batch_size, the data continues where the
   // checkpoint left it.

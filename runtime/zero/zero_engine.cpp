@@ -47,8 +47,12 @@ Status ZeroEngine::allocate() {
   };
   const bool fp32 = dtype_ == DType::kF32;
   const OffloadDevice offload = cfg_.zero.offload_optimizer.device;
-  // fp32 training without offload: the working weights are the master weights.
-  params_alias_master_ = stage_ == 0 && fp32;
+  host_backend_ = backend_.make_host_backend();
+  state_on_host_ = offload != OffloadDevice::kNone;
+  stage_state_ = state_on_host_ && !backend_.host_accessible();
+  // fp32 at stage 0: the working weights are the master weights — unless those are on NVMe (never
+  // whole in memory) or in host memory the compute backend cannot use (Note [device memory]).
+  params_alias_master_ = stage_ == 0 && fp32 && offload != OffloadDevice::kNvme && !stage_state_;
   const OffloadConfig& offp = cfg_.zero.offload_param;
   shard_alias_master_ =
       stage_ == 3 && fp32 && offload == OffloadDevice::kNone && offp.device == OffloadDevice::kNone;
@@ -67,7 +71,6 @@ Status ZeroEngine::allocate() {
     if (shard_alias_master_) {
       param_shard_ = Tensor(store_->data(0), DType::kF32, {shard});
     } else if (offp.device != OffloadDevice::kNone) {
-      if (!host_backend_) host_backend_ = make_cpu_backend();
       std::vector<StoreArray> arrays = {{"parameters", ts}};
       if (offp.device == OffloadDevice::kNvme) {
         ZT_ASSIGN_OR_RETURN(
@@ -80,6 +83,7 @@ Status ZeroEngine::allocate() {
                             StateStore::in_memory(*host_backend_, std::move(arrays), shard,
                                                   offp.buffer_size, MemCategory::kParameters));
         param_shard_ = Tensor(param_store_->data(0), dtype_, {shard});
+        param_shard_on_host_ = true;
       }
     } else {
       ZT_RETURN_IF_ERROR(
@@ -109,10 +113,10 @@ Status ZeroEngine::allocate_state() {
                         p.param_begin, p.local_offset, p.count});
   }
   const OffloadConfig& off = cfg_.zero.offload_optimizer;
-  if (off.device != OffloadDevice::kNone) host_backend_ = make_cpu_backend();
-  Backend& state_backend = host_backend_ ? *host_backend_ : backend_;
+  Backend& state_backend = this->state_backend();
+  // The optimizer's own all-reduces run on compute-backend buffers, like every collective here.
   ZT_ASSIGN_OR_RETURN(opt_, Optimizer::create(cfg_.optimizer, plan_.layout, std::move(segments),
-                                              stage_ >= 1, state_backend));
+                                              stage_ >= 1, state_backend, &backend_));
   std::vector<StoreArray> arrays = {{"master", 4}};
   // fp32 at stage 0: the master weights are the working weights, accounted as parameters.
   if (params_alias_master_) arrays[0].category = MemCategory::kParameters;
@@ -180,30 +184,72 @@ Tensor ZeroEngine::shard_slot(const Tensor& full, const PlanBucket& b) const {
   return full.slice(lo, lo + b.shard);
 }
 
+void* ZeroEngine::host_scratch(Buffer& buf, size_t bytes) {
+  if (buf.bytes() < bytes) {
+    buf.reset();
+    auto r = host_backend_->allocate(bytes, MemCategory::kWorkspace);
+    check(r.status());
+    buf = std::move(r).value();
+  }
+  return buf.data();
+}
+
+void* ZeroEngine::device_scratch(Buffer& buf, size_t bytes) {
+  if (buf.bytes() < bytes) {
+    buf.reset();
+    auto r = backend_.allocate(bytes, MemCategory::kWorkspace);
+    check(r.status());
+    buf = std::move(r).value();
+  }
+  return buf.data();
+}
+
+void ZeroEngine::convert_into(Tensor dst, bool dst_on_host, Tensor src) {
+  // On a host-accessible backend every memory here is host memory: convert in place.
+  const bool src_on_host = state_on_host_;
+  if (backend_.host_accessible() || (!src_on_host && !dst_on_host)) {
+    backend_.ops().convert(dst, src);
+    return;
+  }
+  if (src_on_host && dst_on_host) {
+    host_backend_->ops().convert(dst, src);
+    return;
+  }
+  // Different memories: convert on the side of the source, then copy across.
+  Tensor tmp = src;
+  if (src_on_host) {
+    if (dst.dtype != src.dtype) {
+      tmp = Tensor(host_scratch(host_stage_, dst.nbytes()), dst.dtype, dst.shape);
+      host_backend_->ops().convert(tmp, src);
+    }
+  } else if (dst.dtype != src.dtype) {
+    tmp = Tensor(device_scratch(device_stage_, dst.nbytes()), dst.dtype, dst.shape);
+    backend_.ops().convert(tmp, src);
+  }
+  backend_.copy(dst.data, tmp.data, dst.nbytes());
+}
+
 void ZeroEngine::convert_master_range(int64_t begin, int64_t count, const float* master) {
-  Ops& ops = backend_.ops();
   const int64_t end = begin + count;
   auto src = [&](int64_t lo, int64_t hi) {
     return Tensor(const_cast<float*>(master) + (lo - begin), DType::kF32, {hi - lo});
   };
   if (stage_ == 0) {
-    if (!params_alias_master_) ops.convert(params_full_.slice(begin, end), src(begin, end));
+    if (!params_alias_master_) convert_into(params_full_.slice(begin, end), false, src(begin, end));
     return;
   }
   if (stage_ == 3 && !shard_alias_master_) {
     if (param_shard_.defined()) {
-      ops.convert(param_shard_.slice(begin, end), src(begin, end));
+      convert_into(param_shard_.slice(begin, end), param_shard_on_host_, src(begin, end));
     } else {
-      // The shard is on NVMe: convert a store chunk at a time and write it there.
+      // The shard is on NVMe: convert a store chunk at a time into host memory and write it there.
       const int64_t step = param_store_->chunk();
       const size_t ts = dtype_size(dtype_);
-      auto tmp = backend_.allocate(static_cast<size_t>(std::min(step, count)) * ts,
-                                   MemCategory::kWorkspace);
-      check(tmp.status());
+      void* tmp = host_scratch(host_stage2_, static_cast<size_t>(std::min(step, count)) * ts);
       for (int64_t lo = begin; lo < end; lo += step) {
         const int64_t hi = std::min(end, lo + step);
-        const Tensor t = tmp->as(dtype_, {hi - lo});
-        ops.convert(t, src(lo, hi));
+        const Tensor t(tmp, dtype_, {hi - lo});
+        convert_into(t, true, src(lo, hi));
         check(param_store_->write(0, lo, hi - lo, t.data));
       }
     }
@@ -224,14 +270,18 @@ void ZeroEngine::convert_master_range(int64_t begin, int64_t count, const float*
       continue;
     }
     const int64_t slot = comm_.rank() * b.shard - b.shard_offset;
-    ops.convert(full.slice(slot + lo, slot + hi), src(lo, hi));
+    convert_into(full.slice(slot + lo, slot + hi), false, src(lo, hi));
   }
 }
 
 Status ZeroEngine::refresh_working_weights(bool converted) {
   if (!converted) {
     if (store_->resident()) {
-      convert_master_range(0, store_->size(), static_cast<const float*>(store_->data(0)));
+      // A store chunk at a time, which bounds the staging of Note [device memory].
+      const float* master = static_cast<const float*>(store_->data(0));
+      const int64_t n = store_->size(), step = store_->chunk();
+      for (int64_t lo = 0; lo < n; lo += step)
+        convert_master_range(lo, std::min(step, n - lo), master + lo);
     } else {
       ZT_RETURN_IF_ERROR(store_->stream(1u, 0u, [&](int64_t begin, int64_t count, void* const* p) {
         convert_master_range(begin, count, static_cast<const float*>(p[0]));
@@ -266,8 +316,15 @@ Status ZeroEngine::init_weights() {
                            .with_context("model.init_from"));
   }
   const std::vector<OptimSegment>& segs = opt_->segments();
+  Backend& sb = state_backend();
+  std::vector<float> staged;  // the chunk, built on the host when the store is device memory
   ZT_RETURN_IF_ERROR(store_->stream(0u, 1u, [&](int64_t begin, int64_t count, void* const* p) {
-    float* master = static_cast<float*>(p[0]);
+    float* const chunk = static_cast<float*>(p[0]);
+    float* master = chunk;
+    if (!sb.host_accessible()) {
+      staged.resize(static_cast<size_t>(count));
+      master = staged.data();
+    }
     std::fill_n(master, count, 0.0f);  // padding stays zero
     for (const OptimSegment& s : segs) {
       const int64_t lo = std::max(begin, s.local), hi = std::min(begin + count, s.local + s.count);
@@ -279,6 +336,7 @@ Status ZeroEngine::init_weights() {
       else
         std::copy_n(loaded.data() + e.offset + first, hi - lo, master + (lo - begin));
     }
+    if (master != chunk) sb.copy(chunk, master, static_cast<size_t>(count) * sizeof(float));
     return Status::ok();
   }));
   return refresh_working_weights();
@@ -305,16 +363,27 @@ void ZeroEngine::start_gather(int u) {
     const Tensor region = all.slice(b.offset - unit.offset, b.offset - unit.offset + b.padded);
     if (b.persistent) {
       backend_.copy(region.data, persistent_buf_[static_cast<size_t>(bi)].data(), region.nbytes());
-    } else if (param_shard_.defined()) {
+    } else if (param_shard_.defined() && !(param_shard_on_host_ && !backend_.host_accessible())) {
       g->works.push_back(comm_.all_gather_async(
           param_shard_.slice(b.shard_offset, b.shard_offset + b.shard), region));
     } else {
       // offload_param nvme: the slice comes from the file first (this is a prefetch, so the read
-      // overlaps the compute of the unit before).
+      // overlaps the compute of the unit before). A shard in host memory that the collective
+      // cannot use in place (Note [device memory]) is copied into a device buffer first.
       auto st = take(param_stage_pool_, b.shard, MemCategory::kParameters);
       check(st.status());
       Buffer slice = std::move(st).value();
-      check(param_store_->read(0, b.shard_offset, b.shard, slice.data()));
+      const size_t bytes = static_cast<size_t>(b.shard) * dtype_size(dtype_);
+      if (param_shard_.defined()) {
+        backend_.copy(slice.data(),
+                      param_shard_.slice(b.shard_offset, b.shard_offset + b.shard).data, bytes);
+      } else if (backend_.host_accessible()) {
+        check(param_store_->read(0, b.shard_offset, b.shard, slice.data()));
+      } else {
+        param_read_stage_.resize(bytes);
+        check(param_store_->read(0, b.shard_offset, b.shard, param_read_stage_.data()));
+        backend_.copy(slice.data(), param_read_stage_.data(), bytes);
+      }
       g->works.push_back(comm_.all_gather_async(slice.as(dtype_, {b.shard}), region));
       g->staging.push_back(std::move(slice));
     }
@@ -448,17 +517,29 @@ Result<ZeroEngine::GradStats> ZeroEngine::grad_stats() {
   }
   ZT_ASSIGN_OR_RETURN(Buffer buf,
                       backend_.allocate(2 * sizeof(float), MemCategory::kCommunication));
-  float* v = static_cast<float*>(buf.data());
-  v[0] = static_cast<float>(ops.sum_squares(grad_shard_));
-  v[1] = static_cast<float>(ops.count_nonfinite(grad_shard_));
+  // The collective works on compute-backend memory; the host reads the result through a copy.
+  float v[2] = {static_cast<float>(ops.sum_squares(grad_shard_)),
+                static_cast<float>(ops.count_nonfinite(grad_shard_))};
+  backend_.copy(buf.data(), v, sizeof(v));
   ZT_RETURN_IF_ERROR(comm_.all_reduce(buf.as(DType::kF32, {2})));
+  backend_.copy(v, buf.data(), sizeof(v));
   s.sum_squares = v[0];
   s.overflow = v[1] > 0.0f || !std::isfinite(v[0]);
   return s;
 }
 
 Status ZeroEngine::optimizer_step(const OptimizerStepArgs& args) {
-  const Tensor grads = stage_ == 0 ? grads_full_ : grad_shard_;
+  Tensor grads = stage_ == 0 ? grads_full_ : grad_shard_;
+  if (stage_state_) {
+    // The state is host memory and the gradient device memory: the optimizer reads the gradient
+    // from a host copy, taken once per step (Adafactor's prepare() reads all of it).
+    if (grad_host_.empty()) {
+      ZT_ASSIGN_OR_RETURN(grad_host_,
+                          host_backend_->allocate(grads.nbytes(), MemCategory::kGradients));
+    }
+    backend_.copy(grad_host_.data(), grads.data, grads.nbytes());
+    grads = grad_host_.as(grads.dtype, grads.shape);
+  }
   ZT_RETURN_IF_ERROR(opt_->prepare(args, grads, *store_, comm_));
   const std::vector<StoreArray>& arrays = store_->arrays();
   const uint32_t all = (1u << arrays.size()) - 1u;
@@ -497,7 +578,10 @@ Result<std::vector<float>> ZeroEngine::gather_master() {
   }
   ZT_ASSIGN_OR_RETURN(Buffer mine, backend_.allocate(static_cast<size_t>(plan_.shard_total) * 4,
                                                      MemCategory::kCommunication));
-  ZT_RETURN_IF_ERROR(store_->read(0, 0, plan_.shard_total, mine.data()));
+  // The store reads into host memory (`out`, large enough), which then goes to the collective's
+  // compute-backend buffer.
+  ZT_RETURN_IF_ERROR(store_->read(0, 0, plan_.shard_total, out.data()));
+  backend_.copy(mine.data(), out.data(), static_cast<size_t>(plan_.shard_total) * 4);
   const Tensor master = mine.as(DType::kF32, {plan_.shard_total});
   ZT_ASSIGN_OR_RETURN(Buffer full, backend_.allocate(static_cast<size_t>(plan_.total) * 4,
                                                      MemCategory::kCommunication));
@@ -507,7 +591,7 @@ Result<std::vector<float>> ZeroEngine::gather_master() {
     works.push_back(comm_.all_gather_async(master.slice(b.shard_offset, b.shard_offset + b.shard),
                                            all.slice(b.offset, b.offset + b.padded)));
   for (auto& w : works) ZT_RETURN_IF_ERROR(w->wait());
-  std::copy_n(all.ptr<float>(), plan_.total, out.data());
+  backend_.copy(out.data(), all.data, static_cast<size_t>(plan_.total) * 4);
   return out;
 }
 
@@ -523,9 +607,10 @@ std::vector<PartitionPlan::ShardPiece> ZeroEngine::held_pieces() const {
 
 Status ZeroEngine::state_loaded(const Status& local) {
   ZT_ASSIGN_OR_RETURN(Buffer flag, backend_.allocate(sizeof(float), MemCategory::kCommunication));
-  float* v = static_cast<float*>(flag.data());
-  v[0] = local.is_ok() ? 0.0f : static_cast<float>(comm_.rank() + 1);
+  float v[1] = {local.is_ok() ? 0.0f : static_cast<float>(comm_.rank() + 1)};
+  backend_.copy(flag.data(), v, sizeof(v));
   ZT_RETURN_IF_ERROR(comm_.all_reduce(flag.as(DType::kF32, {1}), ReduceOp::kMax));
+  backend_.copy(v, flag.data(), sizeof(v));
   if (!local.is_ok()) return local;
   if (v[0] != 0.0f)
     return make_error(StatusCode::kAborted,
@@ -564,7 +649,7 @@ Status ZeroEngine::write_state(int k, size_t piece, const float* in) {
 }
 
 float* ZeroEngine::state_view(int k, int param, int64_t begin) {
-  if (!store_->resident()) return nullptr;
+  if (!store_->resident() || !state_backend().host_accessible()) return nullptr;
   int array = k == 0 ? 0 : opt_->store_array_of(k - 1);
   if (array < 0) return nullptr;
   const OptimSegment& s = opt_->segments()[static_cast<size_t>(segment_of(param))];

@@ -27,6 +27,15 @@
 // streams the store chunk by chunk, and with nvme converts each updated chunk of master weights
 // into the working weights as it goes, so the master weights are never whole in memory.
 //
+// Note [device memory]: the compute backend's memory may be device memory the host cannot
+// dereference (Backend::host_accessible()). The engine then never touches it from the host: the
+// scalars of its collectives go through small host copies; with the optimizer state offloaded (host
+// memory, NVMe) the gradient is staged to a host buffer once per step before the update, and the
+// updated master weights are converted to the working dtype on the host and copied to the device;
+// stage-3 parameter shards in host memory or on NVMe are staged into device buffers before their
+// all-gathers. The communicator only ever sees compute-backend memory. On a host-accessible
+// backend none of this staging happens: every path is the direct one.
+//
 // The engine implements ModelStateHooks, so the model never sees which stage is running.
 #pragma once
 
@@ -110,11 +119,15 @@ class ZeroEngine final : public ModelStateHooks {
   Status read_state(int k, int param, int64_t begin, int64_t count, float* out);
   // Ranged state k of held piece `piece` (an index into held_pieces()), all of it.
   Status write_state(int k, size_t piece, const float* in);
-  // Where ranged state k of `param` from element `begin` lives as plain fp32 in memory, or nullptr
-  // (offloaded to NVMe, 8-bit, side state): lets checkpoints copy without a staging copy.
+  // Where ranged state k of `param` from element `begin` lives as plain fp32 in host-accessible
+  // memory, or nullptr (offloaded to NVMe, 8-bit, side state, device memory): lets checkpoints
+  // copy without a staging copy.
   float* state_view(int k, int param, int64_t begin);
   // Whether the state store is in memory (else on NVMe: read_state goes to the file).
   bool state_in_memory() const { return store_->resident(); }
+  // The host-memory backend paired with the compute backend (Backend::make_host_backend()): it
+  // holds offloaded state and the engine's host staging; checkpoint snapshots may use it.
+  Backend& host_backend() { return *host_backend_; }
   // Whole states (state_numel values) of a held parameter.
   void read_whole(int k, int param, float* out) const;
   void write_whole(int k, int param, const float* in);
@@ -160,9 +173,19 @@ class ZeroEngine final : public ModelStateHooks {
              DType dtype);
   Status allocate();
   Status allocate_state();  // the optimizer and the state store
-  // Converts master weights [begin, begin + count) of the owned range into the working weights
-  // this rank holds (its slots in the full buffer, its stage-3 shard, persistent buckets).
+  // Converts master weights [begin, begin + count) of the owned range (`master` in the state
+  // store's memory) into the working weights this rank holds (its slots in the full buffer, its
+  // stage-3 shard, persistent buckets).
   void convert_master_range(int64_t begin, int64_t count, const float* master);
+  // dst = src converted to dst's dtype; src lies in the state store's memory, dst in host memory
+  // (`dst_on_host`) or the compute backend's. Stages through host or device scratch when they
+  // are different memories (Note [device memory]).
+  void convert_into(Tensor dst, bool dst_on_host, Tensor src);
+  // Grow-only scratch of `bytes` in host memory (host_backend_) or compute-backend memory.
+  void* host_scratch(Buffer& buf, size_t bytes);
+  void* device_scratch(Buffer& buf, size_t bytes);
+  // The backend whose memory holds the optimizer state (host_backend_ when offloaded).
+  Backend& state_backend() { return state_on_host_ ? *host_backend_ : backend_; }
   // Working weights from the master weights (`converted`: already done chunk by chunk), then the
   // all-gathers that spread them.
   Status refresh_working_weights(bool converted = false);
@@ -186,9 +209,19 @@ class ZeroEngine final : public ModelStateHooks {
 
   Buffer params_full_buf_, param_shard_buf_, grads_full_buf_, grad_shard_buf_;
   Tensor params_full_, param_shard_, grads_full_, grad_shard_;
-  bool params_alias_master_ = false, shard_alias_master_ = false;  // fp32 without offload
-  // Offloaded state (cpu, nvme) is host memory with its own accounting.
+  bool params_alias_master_ = false, shard_alias_master_ = false;  // fp32, master usable
+  // Offloaded state (cpu, nvme) and host staging are host memory with their own accounting.
   std::unique_ptr<Backend> host_backend_;
+  // offload_optimizer cpu/nvme: the master weights and optimizer state are host memory.
+  bool state_on_host_ = false;
+  // The state is host memory but the compute backend is not (Note [device memory]).
+  bool stage_state_ = false;
+  // offload_param cpu: param_shard_ views host memory.
+  bool param_shard_on_host_ = false;
+  Buffer grad_host_;                    // the step's gradient, staged for offloaded state
+  Buffer host_stage_, host_stage2_;     // convert_master_range's host scratch
+  Buffer device_stage_;                 // ... and its device scratch
+  std::vector<char> param_read_stage_;  // offload_param nvme: a slice read from the file
   std::unique_ptr<Optimizer> opt_;
   std::unique_ptr<StateStore> store_;
   // Stage 3 with offload_param: the working-weight shard (one array of the working dtype). In host

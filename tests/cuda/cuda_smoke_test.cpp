@@ -20,8 +20,9 @@ class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto devs = cuda::list_devices();
-    if (!devs.is_ok()) GTEST_SKIP() << "skipped: " << devs.status().message() << " ("
-                                    << cuda::library_versions() << ")";
+    if (!devs.is_ok())
+      GTEST_SKIP() << "skipped: " << devs.status().message() << " (" << cuda::library_versions()
+                   << ")";
   }
 };
 
@@ -35,8 +36,9 @@ TEST_F(CudaTest, ConvertMatchesCpuOnEveryPattern) {
     ASSERT_EQ(cudaMalloc(&d_src, src.size() * 2), cudaSuccess);
     ASSERT_EQ(cudaMalloc(&d_dst, src.size() * 4), cudaSuccess);
     cudaMemcpy(d_src, src.data(), src.size() * 2, cudaMemcpyHostToDevice);
-    ASSERT_EQ(kernels::cuda::launch_convert(d_src, static_cast<int>(src_t), d_dst, 0, src.size(), 0),
-              cudaSuccess);
+    ASSERT_EQ(
+        kernels::cuda::launch_convert(d_src, static_cast<int>(src_t), d_dst, 0, src.size(), 0),
+        cudaSuccess);
     cudaMemcpy(got.data(), d_dst, got.size() * 4, cudaMemcpyDeviceToHost);
     for (size_t i = 0; i < src.size(); ++i) {
       if (std::isnan(want[i])) {
@@ -50,7 +52,8 @@ TEST_F(CudaTest, ConvertMatchesCpuOnEveryPattern) {
     uint32_t s = 12345;
     for (float& x : f) {
       s = s * 1664525u + 1013904223u;
-      x = std::ldexp(static_cast<float>(s >> 8) / 16777216.0f - 0.5f, static_cast<int>(s % 40) - 20);
+      x = std::ldexp(static_cast<float>(s >> 8) / 16777216.0f - 0.5f,
+                     static_cast<int>(s % 40) - 20);
     }
     std::vector<uint16_t> want16(f.size()), got16(f.size());
     convert(f.data(), DType::kF32, want16.data(), src_t, f.size());
@@ -60,7 +63,8 @@ TEST_F(CudaTest, ConvertMatchesCpuOnEveryPattern) {
     ASSERT_EQ(kernels::cuda::launch_convert(d_f, 0, d_src, static_cast<int>(src_t), f.size(), 0),
               cudaSuccess);
     cudaMemcpy(got16.data(), d_src, f.size() * 2, cudaMemcpyDeviceToHost);
-    for (size_t i = 0; i < f.size(); ++i) ASSERT_EQ(want16[i], got16[i]) << dtype_name(src_t) << " value " << f[i];
+    for (size_t i = 0; i < f.size(); ++i)
+      ASSERT_EQ(want16[i], got16[i]) << dtype_name(src_t) << " value " << f[i];
     cudaFree(d_f);
     cudaFree(d_src);
     cudaFree(d_dst);

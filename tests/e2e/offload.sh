@@ -35,7 +35,7 @@
 #     metrics.jsonl, and the same config in memory is measured above it. The same nvme run with
 #     an at_end checkpoint must stay within the bound too (the checkpoint reads the state from
 #     the file as the shard is written, never the whole state at once).
-# Runs in ~45 s on 2 cores. ZT_KEEP_TMP=1 keeps the work dir.
+# Runs in ~25 s on 2 idle cores (~60 s on busy ones). ZT_KEEP_TMP=1 keeps the work dir.
 set -euo pipefail
 BUILD=${ZT_BUILD_DIR:?}
 WORKER=$BUILD/bin/zt-worker

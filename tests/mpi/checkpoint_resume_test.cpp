@@ -46,6 +46,8 @@ namespace {
 
 using testing::must;
 using testing::must_ok;
+using testing::SharedTempDir;
+using testing::world_barrier;
 using testing::world_rank;
 using testing::world_size;
 
@@ -59,35 +61,6 @@ constexpr int64_t kSmallBucket = 2048;
 // embedding unit and, with small buckets, the small LayerNorm/bias buckets whole.
 constexpr int64_t kPrefetchOneBlock = 12800;
 constexpr int64_t kPersistenceThreshold = 3000;
-
-void world_barrier() { MPI_Barrier(MPI_COMM_WORLD); }
-
-// A directory every rank sees: rank 0 creates it and broadcasts its path; removed by rank 0 once
-// every rank is done with it.
-class SharedTempDir {
- public:
-  SharedTempDir() {
-    char path[256] = {};
-    if (world_rank() == 0) {
-      char tmpl[] = "/tmp/zt_ckpt_test_XXXXXX";
-      const char* p = mkdtemp(tmpl);
-      if (!p) must_ok(make_error(StatusCode::kInternal, "mkdtemp failed"), "SharedTempDir");
-      std::snprintf(path, sizeof(path), "%s", p);
-    }
-    MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, MPI_COMM_WORLD);
-    path_ = path;
-  }
-  ~SharedTempDir() {
-    world_barrier();
-    std::error_code ec;
-    if (world_rank() == 0) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // The first n ranks of the world. A member of a sub-world of one trains without MPI. The
 // destructor is the world barrier that ends a phase.
@@ -132,38 +105,10 @@ void train(Rank& r, int steps, std::vector<StepResult>* out) {
     out->push_back(must(r->step(), fmt::format("step {}", r->completed_steps() + 1)));
 }
 
-// A checkpoint of `t` after its completed steps, the way a worker without a coordinator takes one
-// (Note [checkpoint commit]): every rank stages its shard, rank 0 gathers the acks, writes the
-// manifest and commits. Returns the committed directory (on every rank of the sub-world).
+// A checkpoint of the rank's trainer after its completed steps (testing::save_checkpoint).
 std::string save_checkpoint(Rank& r, const JobConfig& cfg, const SubWorld& w,
                             const std::string& root) {
-  Trainer& t = *r.trainer;
-  const int64_t step = t.completed_steps();
-  must_ok(prepare_staging_dir(root, step), "prepare_staging_dir");
-  // Both kinds of snapshot: a copy (what an asynchronous write takes) at even steps, a view of the
-  // engine's memory (a synchronous write) at odd ones.
-  const ShardSnapshot snap = must(t.snapshot_shard(/*copy=*/step % 2 == 0), "snapshot_shard");
-  const WrittenShard written = must(write_shard(snap, staging_dir(root, step)), "write_shard");
-  EXPECT_EQ(written.file, shard_file_name(t.comm().rank()));
-  const int n = t.comm().world_size();
-  uint64_t mine[2] = {written.size, written.xxh3};
-  std::vector<uint64_t> all(2 * static_cast<size_t>(n));
-  if (n == 1)
-    std::copy_n(mine, 2, all.begin());
-  else
-    MPI_Gather(mine, 2, MPI_UINT64_T, all.data(), 2, MPI_UINT64_T, 0, w.mpi());
-  const std::string dir = root + "/" + checkpoint_dir_name(step);
-  if (t.comm().rank() == 0) {
-    std::vector<ShardAck> acks;
-    for (int i = 0; i < n; ++i)
-      acks.push_back({shard_file_name(i), all[2 * static_cast<size_t>(i)],
-                      all[2 * static_cast<size_t>(i) + 1]});
-    const Manifest m = make_manifest(cfg, t.plan(), t.state(), acks);
-    const CommitResult c = must(commit_checkpoint(root, m, /*keep_last=*/0), "commit_checkpoint");
-    EXPECT_EQ(c.dir, dir);
-  }
-  if (n > 1) MPI_Barrier(w.mpi());
-  return dir;
+  return testing::save_checkpoint(*r.trainer, cfg, w.mpi(), root);
 }
 
 // ---- configurations ----
@@ -215,26 +160,7 @@ JobConfig make_cfg(const DataFiles& data, const Shape& s) {
   if (s.small_buckets) cfg.zero.reduce_bucket_size = kSmallBucket;
   cfg.zero.stage3_prefetch_bucket_size = kPrefetchOneBlock;
   cfg.zero.stage3_param_persistence_threshold = kPersistenceThreshold;
-  if (s.optimizer != "AdamW") {
-    // Each optimizer with settings that make every one of its states matter.
-    const float lr = cfg.optimizer.lr;
-    cfg.optimizer = OptimizerConfig::defaults_for(s.optimizer);
-    if (cfg.optimizer.is_adam()) cfg.optimizer.lr = lr;
-    if (s.optimizer == "SGD") {
-      cfg.optimizer.lr = 0.05f;
-      cfg.optimizer.momentum = 0.9f;
-      cfg.optimizer.nesterov = true;
-      cfg.optimizer.weight_decay = 1e-3f;
-    }
-    if (s.optimizer == "Lion") {
-      cfg.optimizer.lr = lr / 3;
-      cfg.optimizer.weight_decay = 0.1f;
-    }
-    if (s.optimizer == "Adafactor") {  // a first moment too: ranged and whole states
-      cfg.optimizer.use_first_moment = true;
-      cfg.optimizer.beta1 = 0.9f;
-    }
-  }
+  testing::use_optimizer(cfg, s.optimizer);
   cfg.zero.offload_optimizer.device = s.offload;
   if (s.offload == OffloadDevice::kNvme) {
     cfg.zero.offload_optimizer.nvme_path = data.nvme;

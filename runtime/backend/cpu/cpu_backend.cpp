@@ -9,7 +9,7 @@
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
-#include "kernels/optimizer.h"
+#include "kernels/optimizer.h"  // sum_squares, count_nonfinite
 #include "kernels/residual.h"
 
 namespace zt {
@@ -190,25 +190,13 @@ class CpuOps final : public Ops {
       return k::count_nonfinite<T>(p<T>(x), static_cast<size_t>(x.numel()));
     });
   }
-  void adamw_update(Tensor master, Tensor m, Tensor v, Tensor grad, const AdamWParams& a) override {
-    check_f32(master, "adamw_update", "master");
-    check_f32(m, "adamw_update", "m");
-    check_f32(v, "adamw_update", "v");
-    ZT_CHECK(
-        master.numel() == grad.numel() && m.numel() == grad.numel() && v.numel() == grad.numel(),
-        "adamw_update sizes");
-    dispatch_dtype(grad.dtype, [&]<typename T>() {
-      k::adamw_update<T>(p<float>(master), p<float>(m), p<float>(v), p<T>(grad),
-                         static_cast<size_t>(grad.numel()), a.lr, a.beta1, a.beta2, a.eps,
-                         a.weight_decay, a.bias_corr1, a.bias_corr2, a.grad_scale);
-    });
-  }
 
  private:
   CpuBackend& be_;
 };
 
-CpuBackend::CpuBackend() : ops_(std::make_unique<CpuOps>(*this)) {}
+CpuBackend::CpuBackend()
+    : ops_(std::make_unique<CpuOps>(*this)), optimizer_ops_(make_cpu_optimizer_ops()) {}
 CpuBackend::~CpuBackend() { workspace_.reset(); }
 
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }

@@ -10,6 +10,9 @@ namespace zt {
 
 class CpuOps;
 
+// The CPU implementation of OptimizerOps (cpu_optimizer_ops.cpp); stateless, over host memory.
+std::unique_ptr<OptimizerOps> make_cpu_optimizer_ops();
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend();
@@ -17,10 +20,12 @@ class CpuBackend final : public Backend {
 
   DeviceKind kind() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
+  bool host_accessible() const override { return true; }
   void copy(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
   void synchronize() override {}  // the CPU stream is synchronous
   Ops& ops() override;
+  OptimizerOps& optimizer_ops() override { return *optimizer_ops_; }
 
   // Scratch of at least `bytes`, valid until the next call (ops run one at a time).
   void* workspace(size_t bytes);
@@ -31,6 +36,7 @@ class CpuBackend final : public Backend {
 
  private:
   std::unique_ptr<CpuOps> ops_;
+  std::unique_ptr<OptimizerOps> optimizer_ops_;
   Buffer workspace_;
 };
 

@@ -1,0 +1,73 @@
+// The CUDA backend: one device per worker, a compute stream every op and copy is issued on in
+// order, device memory from a caching allocator (charged to the same MemoryTracker categories as
+// the CPU backend), GEMMs through cuBLASLt and the kernels of kernels/cuda. Its memory is not
+// host-accessible: host code reaches it only through copy() (which returns once a host
+// destination holds the data). Offloaded optimizer state and staging use the paired host backend
+// (make_host_backend()), whose memory is pinned so host<->device copies run at full bus speed.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <cuda_runtime.h>
+
+#include "runtime/backend/backend.h"
+#include "runtime/backend/cuda/caching_allocator.h"
+
+namespace zt {
+
+class CudaOps;
+class CudaOptimizerOps;
+
+struct CudaBackendOptions {
+  int device = 0;
+  size_t cublaslt_workspace_bytes = size_t{32} << 20;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Selects the device, creates the stream and library handles. No device, no driver or a bad
+  // index is an error that says so.
+  static Result<std::unique_ptr<CudaBackend>> create(const CudaBackendOptions& options);
+  ~CudaBackend() override;
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  std::string name() const override { return name_; }
+  bool host_accessible() const override { return false; }
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(void* dst, size_t bytes) override;
+  void synchronize() override;
+  Ops& ops() override;
+  OptimizerOps& optimizer_ops() override;
+  std::unique_ptr<Backend> make_host_backend() override;
+
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  cuda::CachingAllocator& allocator() { return *allocator_; }
+  // Kernel scratch of at least `bytes`, valid for ops issued until the next call (stream order
+  // makes reuse safe: the next op's kernels run after this one's).
+  void* workspace(size_t bytes);
+  // A small pinned host buffer for device->host scalars (sum_squares and friends).
+  void* pinned_scalars() const { return pinned_scalars_; }
+
+ protected:
+  void* raw_alloc(size_t bytes) override;
+  void raw_free(void* p, size_t bytes) override;
+
+ private:
+  CudaBackend() = default;
+
+  int device_ = 0;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::CachingAllocator> allocator_;
+  std::unique_ptr<CudaOps> ops_;
+  std::unique_ptr<CudaOptimizerOps> optimizer_ops_;
+  Buffer workspace_;
+  void* pinned_scalars_ = nullptr;
+};
+
+// Whether `p` is host memory the CPU can read (pageable or pinned) rather than device memory.
+bool is_host_pointer(const void* p);
+
+}  // namespace zt
