@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages zerotrain needs (only those missing), then configures and builds
+# Installs the Debian packages zerotrain needs (only those missing; with ZT_TEST_TOOLS=1 also the
+# test-only tools), then configures and builds
 # into build/ (CMake + Ninja, Release). Idempotent and non-interactive: a second run only rebuilds
 # what changed.
 set -euo pipefail
@@ -18,6 +19,11 @@ PACKAGES=(
   python3-torch python3-numpy
   clang libclang-rt-14-dev
 )
+# Only the tests need these (tools/test.sh sets ZT_TEST_TOOLS=1): headless Chromium renders the
+# run report (ztctl report) for its screenshot test, promtool checks the metrics endpoint.
+if [[ "${ZT_TEST_TOOLS:-0}" == "1" ]]; then
+  PACKAGES+=(chromium prometheus)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -11,6 +11,7 @@
 #include "kernels/cuda/reduce.cuh"
 #include "runtime/backend/cuda/cuda_backend.h"
 #include "runtime/backend/cuda/cuda_check.h"
+#include "runtime/backend/op_checks.h"
 
 namespace zt {
 
@@ -18,15 +19,10 @@ namespace kc = kernels::cuda;
 
 namespace {
 
-void check_same(const Tensor& a, const Tensor& b, const char* op) {
-  ZT_CHECK(a.dtype == b.dtype, "{}: dtype mismatch {} vs {}", op, dtype_name(a.dtype),
-           dtype_name(b.dtype));
-}
-void check_f32(const Tensor& t, const char* op, const char* what) {
-  ZT_CHECK(t.dtype == DType::kF32, "{}: {} must be fp32, got {}", op, what, dtype_name(t.dtype));
-}
-int rows(const Tensor& t) { return static_cast<int>(t.numel() / t.shape[t.shape.rank() - 1]); }
-int cols(const Tensor& t) { return static_cast<int>(t.shape[t.shape.rank() - 1]); }
+using op_checks::check_f32;
+using op_checks::check_same;
+using op_checks::cols;
+using op_checks::rows;
 int code(DType t) { return static_cast<int>(t); }
 float* f32_or_null(const Tensor& t) { return t.defined() ? t.ptr<float>() : nullptr; }
 
