@@ -14,6 +14,9 @@ find_package(CapnProto REQUIRED)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+# The coordinator's Prometheus endpoint (--metrics-port). Debian builds it as a shared library with
+# TLS and compression on; the target's flags keep our view of its classes the same as the library's.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 # OpenBLAS must be the OpenMP build: our kernels run in OpenMP parallel regions, and a pthread
 # OpenBLAS beside them leaves two thread pools spinning against each other (measured: 80% of a step
 # in libgomp's spin-wait on 2 cores). Debian installs it beside the pthread one, so name it exactly.

@@ -82,6 +82,7 @@ Status Coordinator::init() {
   tty_ = isatty(STDOUT_FILENO) != 0;
   event(fmt::format("coordinator listening on {} (pid {}), config {}", server_->endpoint(),
                     getpid(), opts_.config_path));
+  publish_metrics();
   return Status::ok();
 }
 
@@ -105,6 +106,7 @@ int Coordinator::run() {
                 opts_.run_dir.c_str());
   std::fflush(stdout);
   while (state_ != JobState::kFinished && state_ != JobState::kFailed) {
+    publish_metrics();
     if (stop_requested_.exchange(false)) begin_stop("stop requested by signal");
     // Everything queued is handled before liveness is judged: after a stall of this process the
     // ranks' heartbeats are waiting in the socket, and they are not silent.
@@ -147,6 +149,7 @@ int Coordinator::run() {
     send_heartbeats();
     check_liveness();
   }
+  publish_metrics();
   // Aborts and final replies still queued must reach the workers before the socket closes.
   (void)server_->set_linger(std::chrono::seconds(2));
   if (state_ == JobState::kFailed) {
@@ -327,6 +330,8 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
   Rank& rk = ranks_[static_cast<size_t>(rep.rank)];
   rk.last_step = rep.step;
   rk.current = rep.memory_current;
+  rk.total_current = rep.memory_total_current;
+  rk.total_peak = std::max(rk.total_peak, rep.memory_total_peak);
   rk.offload_resident_bytes = rep.offload_resident_bytes;
   rk.offload_disk_bytes = rep.offload_disk_bytes;
   for (size_t c = 0; c < rk.peak.size(); ++c) rk.peak[c] = std::max(rk.peak[c], rep.memory_peak[c]);
@@ -369,6 +374,10 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
   completed_step_ = std::max(completed_step_, r.step);
   last_loss_ = r.loss;
   last_tokens_per_s_ = r.tokens_per_s;
+  last_step_ = StepFigures{
+      r.step, r.loss, r.lr, r.grad_norm, r.loss_scale, r.tokens_per_s, r.step_ms / 1000.0};
+  skipped_steps_ += r.skipped ? 1 : 0;
+  tokens_trained_ += r.tokens;
   print_progress(r);
 }
 
@@ -424,6 +433,55 @@ protocol::CtlReply Coordinator::status_reply() const {
   else if (plan_)
     rep.message = plan_->summary();
   return rep;
+}
+
+void Coordinator::publish_metrics() {
+  auto p = std::make_shared<PublishedMetrics>();
+  MetricsSnapshot& s = p->snapshot;
+  s.state = stopping_ && state_ == JobState::kRunning ? JobState::kStopping : state_;
+  s.run_dir = opts_.run_dir;
+  s.optimizer = cfg_.optimizer.type;
+  s.backend = cfg_.backend == BackendKind::kCuda ? "cuda" : "cpu";
+  s.world_size = world_ > 0 ? world_ : opts_.world;  // --world is known before any hello
+  s.zero_stage = cfg_.zero.stage;
+  s.steps_planned = cfg_.train.steps;
+  s.steps_completed = completed_step_;
+  s.last_step = last_step_;
+  s.skipped_steps = skipped_steps_;
+  s.tokens = tokens_trained_;
+  s.checkpoints_committed = checkpoints_committed_;
+  s.last_checkpoint_step = last_checkpoint_step_;
+  for (size_t i = 0; i < ranks_.size(); ++i) {
+    const Rank& r = ranks_[i];
+    if (!r.registered) continue;
+    s.ranks.push_back({static_cast<int>(i), r.hello.host, r.hello.pid, 0.0, r.current, r.peak,
+                       r.total_current, r.total_peak, r.offload_resident_bytes,
+                       r.offload_disk_bytes});
+    p->last_seen.push_back(r.last_seen);
+    p->done.push_back(r.done);
+  }
+  p->heartbeat_timeout_s = cfg_.comm.heartbeat_timeout_s;
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  published_ = std::move(p);
+}
+
+MetricsSnapshot Coordinator::metrics_snapshot() const {
+  std::shared_ptr<const PublishedMetrics> p;
+  {
+    // Only the pointer is taken under the lock: the copy below never holds up publish_metrics().
+    std::lock_guard<std::mutex> lock(metrics_mu_);
+    p = published_;
+  }
+  if (!p) return MetricsSnapshot{};
+  MetricsSnapshot s = p->snapshot;
+  // Ages from now, not from the last publish: a loop that has stopped turning must not look alive.
+  const bool live = s.state != JobState::kFinished && s.state != JobState::kFailed;
+  for (size_t i = 0; i < s.ranks.size(); ++i) {
+    s.ranks[i].heartbeat_age_seconds = seconds_since(p->last_seen[i]);
+    if (live && !p->done[i] && s.ranks[i].heartbeat_age_seconds <= p->heartbeat_timeout_s)
+      ++s.workers_alive;
+  }
+  return s;
 }
 
 void Coordinator::on_ctl(const protocol::PeerId& peer, const protocol::CtlRequest& req) {
@@ -556,6 +614,7 @@ void Coordinator::collect_commits() {
     if (!d.status.is_ok()) return fail(d.status.to_string());
     last_checkpoint_step_ = d.step;
     last_checkpoint_dir_ = d.dir;
+    ++checkpoints_committed_;
   }
 }
 

@@ -10,18 +10,21 @@
 // choose and verify the checkpoint before any worker registers, and the plan tells the workers.
 //
 // Single-threaded: run() polls the socket and checks timers; request_stop() only sets a flag, so it
-// may be called from a signal handler.
+// may be called from a signal handler. The one exception, metrics_snapshot(), reads a copy the loop
+// publishes under a mutex of its own, so a metrics scraper never waits on, or delays, the loop.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "coordinator/checkpoint_committer.h"
+#include "coordinator/metrics_exporter.h"
 #include "protocol/codec.h"
 #include "protocol/transport.h"
 #include "runtime/checkpoint/resume.h"
@@ -57,6 +60,9 @@ class Coordinator {
   int run();
   // Asks for a graceful stop (async-signal-safe).
   void request_stop() { stop_requested_.store(true); }
+  // The job's live figures for --metrics-port (coordinator/metrics_server.h), as of the loop's
+  // latest turn (at most ~100 ms old; heartbeat ages are computed now). Any thread.
+  MetricsSnapshot metrics_snapshot() const;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -68,6 +74,7 @@ class Coordinator {
     int64_t last_step = 0;
     bool done = false;
     protocol::MemBytes current{}, peak{};
+    int64_t total_current = 0, total_peak = 0;
     int64_t offload_resident_bytes = 0, offload_disk_bytes = 0;
   };
 
@@ -89,6 +96,7 @@ class Coordinator {
   protocol::CtlReply status_reply() const;
   Rank* rank_of_peer(const protocol::PeerId& peer);
   void print_progress(const StepResult& r);
+  void publish_metrics();
 
   CoordinatorOptions opts_;
   JobConfig cfg_;
@@ -109,6 +117,18 @@ class Coordinator {
   int64_t last_checkpoint_step_ = 0;
   std::string last_checkpoint_dir_;
   bool workers_done_ = false;  // every rank sent its last heartbeat; finished once commits are
+  // Figures only the metrics endpoint shows.
+  std::optional<StepFigures> last_step_;
+  int64_t skipped_steps_ = 0, tokens_trained_ = 0, checkpoints_committed_ = 0;
+  // What metrics_snapshot() reads: written by publish_metrics() on the loop's thread.
+  struct PublishedMetrics {
+    MetricsSnapshot snapshot;
+    std::vector<Clock::time_point> last_seen;  // of snapshot.ranks[i]
+    std::vector<bool> done;                    // of snapshot.ranks[i]
+    double heartbeat_timeout_s = 0.0;
+  };
+  mutable std::mutex metrics_mu_;
+  std::shared_ptr<const PublishedMetrics> published_;  // guarded by metrics_mu_
   // Last member: destroyed first, so it finishes its queue while the run dir is still open.
   std::unique_ptr<CheckpointCommitter> committer_;
   double last_loss_ = 0.0, last_tokens_per_s_ = 0.0;

@@ -384,6 +384,11 @@ int run_launch(const LaunchOptions& o, std::ostream& err) {
     coordinator_argv.insert(coordinator_argv.end(), {"--resume-from", o.resume_from});
   if (o.steps > 0)
     coordinator_argv.insert(coordinator_argv.end(), {"--steps", std::to_string(o.steps)});
+  if (o.metrics_port > 0)
+    coordinator_argv.insert(coordinator_argv.end(),
+                            {"--metrics-port", std::to_string(o.metrics_port)});
+  if (o.metrics_port > 0 && !o.metrics_listen.empty())
+    coordinator_argv.insert(coordinator_argv.end(), {"--metrics-listen", o.metrics_listen});
   Result<std::unique_ptr<Child>> coordinator =
       Child::spawn("zt-coordinator", coordinator_argv, current_environment(), o.kill_grace);
   if (!coordinator.is_ok()) return error(coordinator.status().message());

@@ -37,6 +37,10 @@ struct LaunchOptions {
   bool resume = false;      // --resume: continue from the run directory's latest checkpoint
   std::string resume_from;  // --resume-from DIR
   int64_t steps = 0;        // --steps: override train.steps (0: the config's)
+  // --metrics-port and --metrics-listen for the coordinator (0: no metrics endpoint; empty: its
+  // default address).
+  int metrics_port = 0;
+  std::string metrics_listen;
   std::string coordinator_bin;           // empty: zt-coordinator next to the ztctl executable
   std::string worker_bin;                // empty: zt-worker next to the ztctl executable
   std::string mpirun = "mpirun";         // a path, or a name looked up in PATH

@@ -6,6 +6,7 @@
 //   commit ztctl export --checkpoint D --out F     a checkpoint as one Hugging Face safetensors
 //   file ztctl verify --checkpoint D | --run-dir DIR   check a checkpoint's files and checksums
 //   ztctl launch --config F --np N --run-dir DIR [-- mpirun args]
+//   ztctl report --run-dir DIR [-o FILE]     one self-contained HTML page about a run
 // The coordinator is found through the run dir (coordinator.endpoint and coordinator.key, which it
 // writes), or --coordinator / ZT_COORDINATOR with ZT_COORDINATOR_KEY.
 #include <signal.h>
@@ -21,6 +22,7 @@
 
 #include "ctl/commands.h"
 #include "ctl/launch.h"
+#include "ctl/report.h"
 
 namespace {
 
@@ -133,6 +135,12 @@ int main(int argc, char** argv) {
                        "continue from the run directory's latest checkpoint");
   launch_cmd->add_option("--resume-from", launch.resume_from,
                          "continue from this checkpoint directory (any world size and stage)");
+  launch_cmd
+      ->add_option("--metrics-port", launch.metrics_port,
+                   "serve Prometheus metrics from the coordinator on this port (off by default)")
+      ->check(CLI::Range(1, 65535));
+  launch_cmd->add_option("--metrics-listen", launch.metrics_listen,
+                         "address of the metrics endpoint (127.0.0.1)");
   launch_cmd->add_option("--steps", launch.steps, "override train.steps")
       ->check(CLI::PositiveNumber);
   launch_cmd->add_option("--coordinator-bin", launch.coordinator_bin,
@@ -151,6 +159,15 @@ int main(int argc, char** argv) {
       ->default_val(60.0)
       ->check(CLI::PositiveNumber);
   launch_cmd->add_option("mpirun-args", launch.mpirun_args, "extra mpirun arguments (after --)");
+
+  std::string report_run_dir, report_out;
+  CLI::App* report_cmd = app.add_subcommand(
+      "report",
+      "write one self-contained HTML page about a run (charts of loss, learning rate, gradient "
+      "norm, throughput and memory; the summary, events and config) from its run directory; "
+      "no coordinator needed");
+  report_cmd->add_option("--run-dir", report_run_dir, "run directory")->required();
+  report_cmd->add_option("-o,--out", report_out, "output file (default: RUN_DIR/report.html)");
 
   try {
     app.parse(argc, argv);
@@ -184,6 +201,10 @@ int main(int argc, char** argv) {
       }
       return zt::ctl::run_verify(verify_checkpoint, verify_run_dir, std::cout, std::cerr);
     }
+    if (report_cmd->parsed())
+      return zt::ctl::run_report(report_run_dir,
+                                 report_out.empty() ? report_run_dir + "/report.html" : report_out,
+                                 std::cout, std::cerr);
     if (launch_cmd->parsed()) {
       launch.start_timeout = to_ms(start_timeout_s);
       launch.grace = to_ms(grace_s);

@@ -940,5 +940,89 @@ TEST_F(CoordinatorTest, LateRegistrationIsRefused) {
   EXPECT_THAT(events(), HasSubstr("refused a late registration of rank 1"));
 }
 
+// The snapshot behind --metrics-port follows the job: state, ranks, the latest step exactly as
+// metrics.jsonl has it, running totals, memory peaks and the commits.
+TEST_F(CoordinatorTest, MetricsSnapshotFollowsTheJob) {
+  ASSERT_NO_FATAL_FAILURE(start(2));
+  MetricsSnapshot s = coord_->metrics_snapshot();
+  EXPECT_EQ(s.state, JobState::kStarting);
+  EXPECT_EQ(s.run_dir, run_dir_);
+  EXPECT_EQ(s.zero_stage, 2);
+  EXPECT_EQ(s.steps_planned, kSteps);
+  EXPECT_FALSE(s.last_step.has_value());
+  EXPECT_TRUE(s.ranks.empty());
+
+  FakeClient* w0 = connect(0, 2);
+  FakeClient* w1 = connect(1, 2);
+  ASSERT_TRUE(w0 && w1);
+  const std::vector<FakeClient*> both = {w0, w1};
+  ASSERT_EQ(register_all(both).size(), 2u);
+  for (int64_t step = 1; step <= 2; ++step) {
+    w0->report(step_report(0, step));
+    StepReport r1 = step_report(1, step);
+    r1.overflow = step == 2;
+    w1->report(r1);
+  }
+  ASSERT_TRUE(wait_metrics(2, both));
+  // The loop publishes on its next turn (at most its 100 ms poll).
+  ASSERT_TRUE(
+      wait_until([&] { return coord_->metrics_snapshot().steps_completed == 2; }, kWaitS, both));
+  s = coord_->metrics_snapshot();
+  EXPECT_EQ(s.state, JobState::kRunning);
+  EXPECT_EQ(s.world_size, 2);
+  ASSERT_TRUE(s.last_step.has_value());
+  const nlohmann::json last = metrics().back();
+  EXPECT_EQ(s.last_step->step, 2);
+  EXPECT_EQ(s.last_step->loss, last["loss"].get<double>());
+  EXPECT_EQ(s.last_step->lr, last["lr"].get<double>());
+  EXPECT_TRUE(std::isinf(s.last_step->grad_norm)) << "step 2 overflowed";
+  EXPECT_DOUBLE_EQ(s.last_step->duration_seconds, 0.011) << "the slowest rank's 11 ms";
+  EXPECT_EQ(s.skipped_steps, 1);
+  EXPECT_EQ(s.tokens, 128);
+  EXPECT_EQ(s.workers_alive, 2);
+  ASSERT_EQ(s.ranks.size(), 2u);
+  for (int rank = 0; rank < 2; ++rank) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    const RankFigures& f = s.ranks[static_cast<size_t>(rank)];
+    EXPECT_EQ(f.rank, rank);
+    EXPECT_EQ(f.host, "fakehost" + std::to_string(rank));
+    EXPECT_EQ(f.pid, 1000 + rank);
+    EXPECT_LT(f.heartbeat_age_seconds, kHeartbeatTimeoutS);
+    const StepReport want = step_report(rank, 2);  // peaks grow with the step
+    for (size_t c = 0; c < kNumMemCategories; ++c) {
+      EXPECT_EQ(f.memory_peak[c], want.memory_peak[c]);
+      EXPECT_EQ(f.memory_current[c], want.memory_current[c]);
+    }
+    EXPECT_EQ(f.memory_total_peak, want.memory_total_peak);
+    EXPECT_EQ(f.memory_total_current, want.memory_total_current);
+  }
+
+  // A commit counts once the committer's outcome is collected.
+  const std::string root = run_dir_ + "/checkpoints";
+  ASSERT_TRUE(prepare_staging_dir(root, 2).is_ok());
+  for (FakeClient* w : both) {
+    const std::string file = shard_file_name(w->rank());
+    std::ofstream(staging_dir(root, 2) + "/" + file) << "bytes";
+    CheckpointAck a;
+    a.rank = w->rank();
+    a.step = 2;
+    a.files = {{file, 5, 1}};
+    a.applied_steps = 1;
+    a.loss_scale = 1.0;
+    a.next_sequence = 8;
+    w->send(a);
+  }
+  ASSERT_TRUE(wait_until([&] { return coord_->metrics_snapshot().checkpoints_committed == 1; },
+                         kWaitS, both))
+      << events();
+  EXPECT_EQ(coord_->metrics_snapshot().last_checkpoint_step, 2);
+
+  all_done(both);
+  EXPECT_EQ(finish(), std::optional<int>(0));
+  s = coord_->metrics_snapshot();
+  EXPECT_EQ(s.state, JobState::kFinished);
+  EXPECT_EQ(s.workers_alive, 0) << "every rank said it was done";
+}
+
 }  // namespace
 }  // namespace zt
