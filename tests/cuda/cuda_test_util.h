@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,6 +20,11 @@
 #include "runtime/backend/cuda/cuda_backend.h"
 #include "runtime/backend/cuda/cuda_device.h"
 #include "runtime/core/dtype.h"
+
+namespace zt {
+// gtest names parameters with PrintTo (found by ADL) in test names and failure messages.
+inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace zt
 
 namespace zt::cudatest {
 
