@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <cuda_runtime.h>
+#include <yaml-cpp/yaml.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -304,9 +305,22 @@ double model_flops_per_token(const zt::JobConfig& cfg, int64_t params) {
 }
 
 int run_train(const std::string& config, int64_t micro, int steps, int warmup, double peak) {
-  zt::JobConfig cfg = must(zt::load_job_config(config));
+  // The config's data file need not exist here (a bare GPU machine has no build/data): point
+  // data.path at a synthetic token file of the config's vocabulary before it is validated.
+  YAML::Node doc;
+  try {
+    doc = YAML::LoadFile(config);
+  } catch (const std::exception& e) {
+    die(zt::make_error(zt::StatusCode::kInvalidArgument, "{}: {}", config, e.what()));
+  }
+  const int vocab =
+      doc["model"] && doc["model"]["vocab_size"] ? doc["model"]["vocab_size"].as<int>() : 50257;
+  doc["data"]["path"] = synthetic_tokens(vocab, int64_t{1} << 24);
+  YAML::Emitter out;
+  out << doc;
+  zt::JobConfig cfg = must(zt::parse_job_config(
+      out.c_str(), config, std::filesystem::path(config).parent_path().string()));
   cfg.backend = zt::BackendKind::kCuda;
-  cfg.data.path = synthetic_tokens(cfg.model.vocab_size, int64_t{1} << 24);
   cfg.data.shuffle = false;
   cfg.checkpoint.every_steps = 0;
   std::vector<int64_t> candidates = {micro};
