@@ -1,0 +1,5 @@
+// Stub <cuda_bf16.h> for the CUDA emulator (tests/emu): everything it declares comes from
+// cuda_emu.h.
+#pragma once
+
+#include "tests/emu/cuda_emu.h"

@@ -1,0 +1,4 @@
+// Stub <mma.h> for the CUDA emulator (tests/emu): everything it declares comes from cuda_emu.h.
+#pragma once
+
+#include "tests/emu/cuda_emu.h"
