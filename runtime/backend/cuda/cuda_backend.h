@@ -6,13 +6,17 @@
 // (make_host_backend()), whose memory is pinned so host<->device copies run at full bus speed.
 #pragma once
 
+#include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/launch.cuh"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cuda/caching_allocator.h"
+#include "runtime/backend/cuda/cuda_check.h"
 
 namespace zt {
 
@@ -47,8 +51,25 @@ class CudaBackend final : public Backend {
   // Kernel scratch of at least `bytes`, valid for ops issued until the next call (stream order
   // makes reuse safe: the next op's kernels run after this one's).
   void* workspace(size_t bytes);
-  // A small pinned host buffer for device->host scalars (sum_squares and friends).
-  void* pinned_scalars() const { return pinned_scalars_; }
+  // Scratch of `scratch_bytes` for a reduction kernel, followed by a slot for its result T.
+  template <typename T>
+  std::pair<void*, T*> workspace_and_result(size_t scratch_bytes) {
+    const size_t scratch = kernels::cuda::align_workspace(scratch_bytes);
+    char* ws = static_cast<char*>(workspace(scratch + sizeof(T)));
+    return {ws, reinterpret_cast<T*>(ws + scratch)};
+  }
+  // A value the stream computed into device memory, read back through pinned memory (waits for
+  // the stream).
+  template <typename T>
+  T read_back(const T* device_value) {
+    static_assert(sizeof(T) <= 256);
+    ZT_CUDA(
+        cudaMemcpyAsync(pinned_scalars_, device_value, sizeof(T), cudaMemcpyDeviceToHost, stream_));
+    synchronize();
+    T v;
+    std::memcpy(&v, pinned_scalars_, sizeof(T));
+    return v;
+  }
 
  protected:
   void* raw_alloc(size_t bytes) override;
@@ -64,7 +85,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<CudaOps> ops_;
   std::unique_ptr<CudaOptimizerOps> optimizer_ops_;
   Buffer workspace_;
-  void* pinned_scalars_ = nullptr;
+  void* pinned_scalars_ = nullptr;  // 256 bytes for read_back
 };
 
 // Whether `p` is host memory the CPU can read (pageable or pinned) rather than device memory.

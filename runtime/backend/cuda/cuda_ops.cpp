@@ -1,6 +1,5 @@
 #include "runtime/backend/cuda/cuda_ops.h"
 
-#include <cstring>
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/convert.cuh"
@@ -188,32 +187,18 @@ void CudaOps::convert(Tensor dst, Tensor src) {
 
 double CudaOps::sum_squares(Tensor x) {
   const size_t n = static_cast<size_t>(x.numel());
-  const size_t scratch = kc::align_workspace(kc::reduce_workspace_bytes(n));
-  char* ws = static_cast<char*>(be_.workspace(scratch + sizeof(double)));
-  double* result = reinterpret_cast<double*>(ws + scratch);
+  auto [ws, result] = be_.workspace_and_result<double>(kc::reduce_workspace_bytes(n));
   ZT_CUDA_LAUNCH("sum_squares",
                  kc::sum_squares(code(x.dtype), x.data, n, result, ws, be_.stream()));
-  ZT_CUDA(cudaMemcpyAsync(be_.pinned_scalars(), result, sizeof(double), cudaMemcpyDeviceToHost,
-                          be_.stream()));
-  be_.synchronize();
-  double v;
-  std::memcpy(&v, be_.pinned_scalars(), sizeof(v));
-  return v;
+  return be_.read_back(result);
 }
 
 size_t CudaOps::count_nonfinite(Tensor x) {
   const size_t n = static_cast<size_t>(x.numel());
-  const size_t scratch = kc::align_workspace(kc::reduce_workspace_bytes(n));
-  char* ws = static_cast<char*>(be_.workspace(scratch + sizeof(unsigned long long)));
-  auto* result = reinterpret_cast<unsigned long long*>(ws + scratch);
+  auto [ws, result] = be_.workspace_and_result<unsigned long long>(kc::reduce_workspace_bytes(n));
   ZT_CUDA_LAUNCH("count_nonfinite",
                  kc::count_nonfinite(code(x.dtype), x.data, n, result, ws, be_.stream()));
-  ZT_CUDA(cudaMemcpyAsync(be_.pinned_scalars(), result, sizeof(*result), cudaMemcpyDeviceToHost,
-                          be_.stream()));
-  be_.synchronize();
-  unsigned long long v;
-  std::memcpy(&v, be_.pinned_scalars(), sizeof(v));
-  return static_cast<size_t>(v);
+  return static_cast<size_t>(be_.read_back(result));
 }
 
 }  // namespace zt

@@ -15,6 +15,10 @@ namespace kc = kernels::cuda;
 
 namespace {
 int code(DType t) { return static_cast<int>(t); }
+// Rows of a (rows, cols) parameter that a piece of n elements from element `first` touches.
+int64_t rows_touched(size_t n, int64_t first, int64_t cols) {
+  return (first + static_cast<int64_t>(n) + cols - 1) / cols - first / cols;
+}
 }  // namespace
 
 CudaOptimizerOps::CudaOptimizerOps(CudaBackend& backend) : be_(backend) {}
@@ -81,8 +85,7 @@ void CudaOptimizerOps::dequantize_blocks(bool signed_map, const uint8_t* codes, 
 void CudaOptimizerOps::adafactor_sq_sums(const void* grad, DType gd, size_t n, int64_t first,
                                          int64_t cols, float grad_scale, float eps1,
                                          double* row_sums, double* col_sums) {
-  const int64_t rows = (first + static_cast<int64_t>(n) + cols - 1) / cols - first / cols;
-  void* ws = be_.workspace(kc::adafactor_workspace_bytes(n, rows, cols));
+  void* ws = be_.workspace(kc::adafactor_workspace_bytes(n, rows_touched(n, first, cols), cols));
   ZT_CUDA_LAUNCH("adafactor_sq_sums",
                  kc::adafactor_sq_sums(code(gd), grad, n, first, cols, grad_scale, eps1, row_sums,
                                        col_sums, ws, be_.stream()));
@@ -91,29 +94,21 @@ void CudaOptimizerOps::adafactor_sq_sums(const void* grad, DType gd, size_t n, i
 double CudaOptimizerOps::adafactor_factored_sq(const void* grad, DType gd, size_t n, int64_t first,
                                                int64_t cols, float grad_scale, const float* rfac,
                                                const float* cfac) {
-  const int64_t rows = (first + static_cast<int64_t>(n) + cols - 1) / cols - first / cols;
-  const size_t scratch = kc::align_workspace(kc::adafactor_workspace_bytes(n, rows, cols));
-  char* ws = static_cast<char*>(be_.workspace(scratch + sizeof(double)));
-  double* result = reinterpret_cast<double*>(ws + scratch);
+  auto [ws, result] = be_.workspace_and_result<double>(
+      kc::adafactor_workspace_bytes(n, rows_touched(n, first, cols), cols));
   ZT_CUDA_LAUNCH("adafactor_factored_sq",
                  kc::adafactor_factored_sq(code(gd), grad, n, first, cols, grad_scale, rfac, cfac,
                                            result, ws, be_.stream()));
-  double v;
-  be_.copy(&v, result, sizeof(v));
-  return v;
+  return be_.read_back(result);
 }
 
 double CudaOptimizerOps::adafactor_unfactored_v(const void* grad, DType gd, float* v, size_t n,
                                                 float grad_scale, float beta2t, float eps1) {
-  const size_t scratch = kc::align_workspace(kc::adafactor_workspace_bytes(n, 1, 1));
-  char* ws = static_cast<char*>(be_.workspace(scratch + sizeof(double)));
-  double* result = reinterpret_cast<double*>(ws + scratch);
+  auto [ws, result] = be_.workspace_and_result<double>(kc::adafactor_workspace_bytes(n, 1, 1));
   ZT_CUDA_LAUNCH("adafactor_unfactored_v",
                  kc::adafactor_unfactored_v(code(gd), grad, v, n, grad_scale, beta2t, eps1, result,
                                             ws, be_.stream()));
-  double out;
-  be_.copy(&out, result, sizeof(out));
-  return out;
+  return be_.read_back(result);
 }
 
 void CudaOptimizerOps::adafactor_apply(float* master, float* m, const void* grad, DType gd,
