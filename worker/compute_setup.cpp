@@ -25,6 +25,17 @@ int local_rank() {
   return 0;
 }
 
+// This rank's GPU: its index among the node's ranks modulo the visible devices; -1 when none is
+// usable (no driver, no GPU, or CUDA_VISIBLE_DEVICES hides them).
+int rank_device() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  return local_rank() % count;
+}
+
 }  // namespace
 #endif
 
@@ -36,14 +47,11 @@ Result<Compute> make_compute(const JobConfig& cfg) {
     return c;
   }
 #if ZT_HAVE_CUDA
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    (void)cudaGetLastError();
+  const int device = rank_device();
+  if (device < 0)
     return make_error(StatusCode::kUnsupported,
                       "backend: cuda, but this machine shows no usable CUDA device (no driver, no "
                       "GPU, or CUDA_VISIBLE_DEVICES hides them); use backend: cpu");
-  }
-  const int device = local_rank() % count;
   CudaBackendOptions opt;
   opt.device = device;
   ZT_ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> cuda, CudaBackend::create(opt));
@@ -61,13 +69,10 @@ Result<Compute> make_compute(const JobConfig& cfg) {
 LocalDevice probe_local_device() {
   LocalDevice d;
 #if ZT_HAVE_CUDA
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    (void)cudaGetLastError();
-    return d;
-  }
+  const int device = rank_device();
+  if (device < 0) return d;
   cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, local_rank() % count) != cudaSuccess) {
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
     (void)cudaGetLastError();
     return d;
   }
