@@ -42,6 +42,10 @@ Status Coordinator::init() {
     // Check the batch arithmetic now, before anyone waits for workers.
     JobConfig probe = cfg_;
     ZT_RETURN_IF_ERROR(resolve_batch_sizes(probe, opts_.world).with_context("--world"));
+    // With memory_budget the `auto` keys need nothing from the workers: a budget nothing fits
+    // fails here, before anyone waits.
+    if (cfg_.autos.any() && cfg_.memory_budget > 0)
+      ZT_RETURN_IF_ERROR(resolve_auto(probe, opts_.world, {}, {}).status());
   }
   if (opts_.resume || !opts_.resume_from.empty()) {
     // Refuse a bad checkpoint now, before anyone waits for workers; the world size may not be
@@ -273,7 +277,42 @@ protocol::StatePlacement state_placement(const ZeroConfig& z) {
 
 }  // namespace
 
+MemoryBudget Coordinator::budget_from_workers() const {
+  // Ranks on one host share its memory: each gets its share of what the host reported free.
+  std::map<std::string, int> per_host;
+  for (const Rank& r : ranks_) ++per_host[r.hello.host];
+  MemoryBudget b;
+  int64_t host = -1, device = -1;
+  std::string tightest;
+  for (const Rank& r : ranks_) {
+    const int64_t share = r.hello.host_memory_bytes / std::max(1, per_host[r.hello.host]);
+    if (r.hello.host_memory_bytes > 0 && (host < 0 || share < host)) {
+      host = share;
+      tightest =
+          fmt::format("{} free on {} shared by {} ranks", bytes_text(r.hello.host_memory_bytes),
+                      r.hello.host, per_host[r.hello.host]);
+    }
+    if (r.hello.device_memory_bytes > 0 && (device < 0 || r.hello.device_memory_bytes < device))
+      device = r.hello.device_memory_bytes;
+  }
+  if (cfg_.backend == BackendKind::kCpu) {
+    b.device_bytes = std::max<int64_t>(host, 0);
+    b.source = "the workers' reports: " + tightest;
+  } else {
+    b.device_bytes = std::max<int64_t>(device, 0);
+    b.host_bytes = std::max<int64_t>(host, 0);
+    b.source = fmt::format("the workers' reports: {} device memory, host {}",
+                           bytes_text(b.device_bytes), tightest);
+  }
+  return b;
+}
+
 Status Coordinator::send_plans() {
+  if (cfg_.autos.any()) {
+    ZT_ASSIGN_OR_RETURN(AutoDecision d, resolve_auto(cfg_, world_, budget_from_workers(), {}));
+    auto_reasons_ = d.reasons;
+    for (const std::string& line : d.reasons) event(line);
+  }
   ZT_RETURN_IF_ERROR(resolve_batch_sizes(cfg_, world_));
   ZT_ASSIGN_OR_RETURN(PartitionPlan plan, make_partition_plan(cfg_.model, cfg_.zero, world_));
   ZT_RETURN_IF_ERROR(run_dir_->write_resolved_config(cfg_));
@@ -346,7 +385,7 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
   r.step = rep.step;
   double loss_sum = 0, sq = 0;
   int64_t tokens = 0;
-  std::vector<MemorySnapshot> mem(static_cast<size_t>(world_));
+  std::vector<RankStepMetrics> mem(static_cast<size_t>(world_));
   for (size_t i = 0; i < slot.size(); ++i) {
     const protocol::StepReport& s = *slot[i];
     loss_sum += s.loss_sum;
@@ -355,12 +394,17 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
     r.step_ms = std::max(r.step_ms, s.step_ms);
     r.checkpoint_ms = std::max(r.checkpoint_ms, s.checkpoint_ms);
     r.skipped = r.skipped || s.overflow;
+    RankStepMetrics& m = mem[i];
     for (size_t c = 0; c < kNumMemCategories; ++c) {
-      mem[i].current[c] = s.memory_current[c];
-      mem[i].peak[c] = s.memory_peak[c];
+      m.memory.current[c] = s.memory_current[c];
+      m.memory.peak[c] = s.memory_peak[c];
     }
-    mem[i].total_current = s.memory_total_current;
-    mem[i].total_peak = s.memory_total_peak;
+    m.memory.total_current = s.memory_total_current;
+    m.memory.total_peak = s.memory_total_peak;
+    for (size_t p = 0; p < kNumStepPhases; ++p) m.time_ms[p] = s.time_ms[p];
+    for (const int64_t b : s.comm_bytes) m.comm_bytes += b;
+    m.peak_phase = s.peak_phase;
+    m.total_peak_phase = s.total_peak_phase;
   }
   const protocol::StepReport& first = *slot[0];
   r.loss = tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;
@@ -369,6 +413,15 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
   r.loss_scale = first.loss_scale;
   r.grad_norm = r.skipped ? INFINITY : std::sqrt(sq);
   r.tokens_per_s = r.step_ms > 0 ? static_cast<double>(tokens) / (r.step_ms / 1000.0) : 0.0;
+  // The sampled steps' memory timelines (the workers decide which: memory_timeline_due), rank by
+  // rank, before the metrics line: a reader that sees step S in metrics.jsonl finds its timeline.
+  for (size_t i = 0; i < slot.size(); ++i) {
+    std::vector<MemoryPhaseRecord> timeline;
+    for (const protocol::MemoryPhase& p : slot[i]->memory_timeline)
+      timeline.push_back(MemoryPhaseRecord{p.phase, p.bytes, p.peak});
+    if (Status st = run_dir_->append_memory(r.step, static_cast<int>(i), timeline); !st.is_ok())
+      return fail(st.to_string());
+  }
   pending_steps_.erase(rep.step);
   if (Status st = run_dir_->append_metrics(r, mem); !st.is_ok()) return fail(st.to_string());
   completed_step_ = std::max(completed_step_, r.step);
@@ -432,6 +485,12 @@ protocol::CtlReply Coordinator::status_reply() const {
     rep.message = failure_;
   else if (plan_)
     rep.message = plan_->summary();
+  // Why the `auto` keys got their values (Note [auto plan]), above the plan.
+  if (!auto_reasons_.empty() && failure_.empty()) {
+    std::string why;
+    for (const std::string& line : auto_reasons_) why += line + "\n";
+    rep.message = why + rep.message;
+  }
   return rep;
 }
 

@@ -29,6 +29,7 @@
 #include "protocol/transport.h"
 #include "runtime/checkpoint/resume.h"
 #include "runtime/config/job_config.h"
+#include "runtime/plan/auto_plan.h"
 #include "runtime/train/run_dir.h"
 #include "runtime/zero/partition_plan.h"
 
@@ -88,6 +89,8 @@ class Coordinator {
   void finish_job();
   void on_ctl(const protocol::PeerId& peer, const protocol::CtlRequest& req);
   Status send_plans();
+  // The per-rank memory budget for `auto` keys from the workers' hellos (runtime/plan/auto_plan.h).
+  MemoryBudget budget_from_workers() const;
   void check_liveness();
   void send_heartbeats();
   void begin_stop(const std::string& why);
@@ -107,6 +110,7 @@ class Coordinator {
   int world_ = 0;
   std::vector<Rank> ranks_;
   std::optional<PartitionPlan> plan_;
+  std::vector<std::string> auto_reasons_;  // why the `auto` keys got their values
   // Step reports waiting for the other ranks: step -> per-rank report.
   std::map<int64_t, std::vector<std::optional<protocol::StepReport>>> pending_steps_;
   int64_t completed_step_ = 0;

@@ -79,7 +79,8 @@ constexpr std::string_view kTopKeys[] = {"train_batch_size",
                                          "activation_checkpointing",
                                          "checkpoint",
                                          "comm",
-                                         "backend"};
+                                         "backend",
+                                         "memory_budget"};
 constexpr std::string_view kModelKeys[] = {"family", "vocab_size", "block_size", "n_layer",
                                            "n_head", "n_embd",     "seed",       "init_from"};
 constexpr std::string_view kDataKeys[] = {"path", "format", "shuffle", "seed"};
@@ -374,6 +375,8 @@ class Parser {
   template <std::floating_point T>
   bool get_real(const YAML::Node& map, const std::string& sec, std::string_view key, T* out);
   bool get_bool(const YAML::Node& map, const std::string& sec, std::string_view key, bool* out);
+  // The key is present with the value `auto` (the planner chooses it: JobConfig::autos).
+  bool is_auto(const YAML::Node& map, std::string_view key) const;
   bool get_string(const YAML::Node& map, const std::string& sec, std::string_view key,
                   std::string* out);
   template <typename E, size_t N>
@@ -676,11 +679,30 @@ void Parser::check_unit(const std::string& path, T v, bool hi_inclusive) {
   fail(path, fmt::format("must be in [0, 1{}, got {}", hi_inclusive ? "]" : ")", v));
 }
 
+bool Parser::is_auto(const YAML::Node& map, std::string_view key) const {
+  const YAML::Node v = map[std::string(key)];
+  return v.IsDefined() && is_plain_scalar(v) && v.Scalar() == "auto";
+}
+
 void Parser::parse_top(const YAML::Node& root) {
   // Batch sizes fit an int so that products of two of them cannot overflow.
   get_int(root, "", "train_batch_size", 1, kIntMax, &cfg_.train_batch_size);
-  get_int(root, "", "train_micro_batch_size_per_gpu", 1, kIntMax,
-          &cfg_.train_micro_batch_size_per_gpu);
+  if (is_auto(root, "train_micro_batch_size_per_gpu")) {
+    cfg_.autos.micro_batch = true;
+  } else {
+    get_int(root, "", "train_micro_batch_size_per_gpu", 1, kIntMax,
+            &cfg_.train_micro_batch_size_per_gpu);
+  }
+  std::string budget;
+  if (get_string(root, "", "memory_budget", &budget)) {
+    auto bytes = parse_byte_size(budget, "memory_budget");
+    if (!bytes.is_ok())
+      fail("memory_budget", bytes.status().message());
+    else if (*bytes <= 0)
+      fail("memory_budget", fmt::format("must be positive, got '{}'", budget));
+    else
+      cfg_.memory_budget = *bytes;
+  }
   get_int(root, "", "gradient_accumulation_steps", 1, kIntMax, &cfg_.gradient_accumulation_steps);
   if (get_real(root, "", "gradient_clipping", &cfg_.gradient_clipping)) {
     check_min("gradient_clipping", cfg_.gradient_clipping, 0, true);
@@ -933,13 +955,19 @@ void Parser::parse_zero(const YAML::Node& root) {
   if (!z) return;
   ZeroConfig& zc = cfg_.zero;
   const std::string sec = "zero_optimization";
-  get_int(*z, sec, "stage", 0, 3, &zc.stage);
+  if (is_auto(*z, "stage"))
+    cfg_.autos.stage = true;
+  else
+    get_int(*z, sec, "stage", 0, 3, &zc.stage);
   parse_offload(*z, "offload_optimizer", &zc.offload_optimizer);
   parse_offload(*z, "offload_param", &zc.offload_param);
   get_int(*z, sec, "reduce_bucket_size", 1, kInt64Max, &zc.reduce_bucket_size);
   get_int(*z, sec, "allgather_bucket_size", 1, kInt64Max, &zc.allgather_bucket_size);
   // DeepSpeed's default: overlap at stage 3, where the prefetching depends on it; off otherwise.
-  if (!get_bool(*z, sec, "overlap_comm", &zc.overlap_comm)) zc.overlap_comm = zc.stage == 3;
+  if (!get_bool(*z, sec, "overlap_comm", &zc.overlap_comm)) {
+    zc.overlap_comm = zc.stage == 3;
+    cfg_.autos.overlap_comm_follows_stage = cfg_.autos.stage;
+  }
   get_int(*z, sec, "stage3_prefetch_bucket_size", 0, kInt64Max, &zc.stage3_prefetch_bucket_size);
   get_int(*z, sec, "stage3_param_persistence_threshold", 0, kInt64Max,
           &zc.stage3_param_persistence_threshold);
@@ -950,7 +978,10 @@ void Parser::parse_activation_checkpointing(const YAML::Node& root) {
       section(root, "", "activation_checkpointing", kActivationCheckpointingKeys, Need::kOptional);
   if (!a) return;
   const std::string sec = "activation_checkpointing";
-  get_choice(*a, sec, "policy", kPolicies, &cfg_.activation_checkpointing.policy);
+  if (is_auto(*a, "policy"))
+    cfg_.autos.checkpoint_policy = true;
+  else
+    get_choice(*a, sec, "policy", kPolicies, &cfg_.activation_checkpointing.policy);
   get_int(*a, sec, "every_n", 1, kIntMax, &cfg_.activation_checkpointing.every_n);
 }
 
@@ -992,7 +1023,17 @@ void Parser::check_combinations() {
   const int64_t tbs = cfg_.train_batch_size;
   const int64_t micro = cfg_.train_micro_batch_size_per_gpu;
   const int64_t gas = cfg_.gradient_accumulation_steps;
-  if (tbs == 0 && micro == 0) {
+  if (cfg_.autos.micro_batch) {
+    // The planner keeps train_batch_size and derives the accumulation from its micro-batch.
+    if (tbs == 0)
+      fail_at(line_of("train_micro_batch_size_per_gpu"), "train_batch_size",
+              "required with train_micro_batch_size_per_gpu: auto (the planner keeps the global "
+              "batch fixed and derives gradient_accumulation_steps)");
+    if (gas != 0)
+      fail("gradient_accumulation_steps",
+           "cannot be given with train_micro_batch_size_per_gpu: auto (it is derived: "
+           "train_batch_size / (micro-batch x world size))");
+  } else if (tbs == 0 && micro == 0) {
     if (gas != 0) {
       fail("gradient_accumulation_steps",
            "does not fix the batch on its own; also give train_micro_batch_size_per_gpu or "
@@ -1029,7 +1070,9 @@ void Parser::check_combinations() {
 
   const auto& ac = cfg_.activation_checkpointing;
   const std::string ac_n = "activation_checkpointing.every_n";
-  if (ac.policy == CheckpointPolicy::kEveryN && !given(ac_n)) {
+  if (cfg_.autos.checkpoint_policy) {
+    // every_n may be given: it is the n the planner tries for every_n.
+  } else if (ac.policy == CheckpointPolicy::kEveryN && !given(ac_n)) {
     fail_at(line_of("activation_checkpointing.policy"), ac_n,
             "required when policy is every_n (checkpoint every n-th block; n >= 1)");
   } else if (ac.policy != CheckpointPolicy::kEveryN && given(ac_n)) {
@@ -1053,13 +1096,14 @@ void Parser::check_combinations() {
                        off->buffer_count));
     }
   }
-  if (z.offload_param.device != OffloadDevice::kNone && z.stage < 3) {
+  // With stage: auto the planner only picks stages the offloads allow.
+  if (z.offload_param.device != OffloadDevice::kNone && z.stage < 3 && !cfg_.autos.stage) {
     fail("zero_optimization.offload_param.device",
          fmt::format("'{}' needs zero_optimization.stage 3 (stage is {}): parameters are "
                      "partitioned, and so can be offloaded, only at stage 3",
                      choice_name(kOffloadDevices, z.offload_param.device), z.stage));
   }
-  if (z.offload_optimizer.device != OffloadDevice::kNone && z.stage < 1) {
+  if (z.offload_optimizer.device != OffloadDevice::kNone && z.stage < 1 && !cfg_.autos.stage) {
     fail("zero_optimization.offload_optimizer.device",
          fmt::format("'{}' needs zero_optimization.stage >= 1 (stage is 0): optimizer states are "
                      "partitioned, and so can be offloaded, from stage 1 on",
@@ -1255,6 +1299,14 @@ Status resolve_batch_sizes(JobConfig& cfg, int world_size) {
         tbs, micro, gas, world);
   };
   int64_t per_step = 0;  // micro * world or gas * world
+  if (cfg.autos.micro_batch) {
+    if (tbs == 0 || tbs % world != 0)
+      return make_error(StatusCode::kInvalidArgument,
+                        "{}train_micro_batch_size_per_gpu: auto needs train_batch_size to be a "
+                        "multiple of the world size ({})",
+                        where, numbers());
+    return Status::ok();
+  }
   if (tbs == 0 && micro == 0) {
     return make_error(StatusCode::kInvalidArgument,
                       "{}no batch size: give train_micro_batch_size_per_gpu and/or "
@@ -1321,14 +1373,18 @@ std::string to_yaml(const JobConfig& c) {
       {"train_micro_batch_size_per_gpu", c.train_micro_batch_size_per_gpu},
       {"gradient_accumulation_steps", c.gradient_accumulation_steps}};
   for (const auto& [key, value] : batch) {
-    if (value > 0) {
+    if (key == "train_micro_batch_size_per_gpu" && c.autos.micro_batch) {
+      y += "train_micro_batch_size_per_gpu: auto\n";
+    } else if (value > 0) {
       fmt::format_to(out, "{}: {}\n", key, value);
     } else {
       fmt::format_to(out, "# {}: derived from the world size\n", key);
     }
   }
   fmt::format_to(out, "gradient_clipping: {}\n", real_text(c.gradient_clipping));
-  fmt::format_to(out, "steps_per_print: {}\n\n", c.steps_per_print);
+  fmt::format_to(out, "steps_per_print: {}\n", c.steps_per_print);
+  if (c.memory_budget > 0) fmt::format_to(out, "memory_budget: {}\n", c.memory_budget);
+  y += '\n';
 
   const ModelConfig& m = c.model;
   y += "model:\n";
@@ -1400,21 +1456,30 @@ std::string to_yaml(const JobConfig& c) {
   fmt::format_to(out, "bf16:\n  enabled: {}\n\n", bool_text(c.bf16.enabled));
 
   const ZeroConfig& z = c.zero;
-  fmt::format_to(out, "zero_optimization:\n  stage: {}\n", z.stage);
+  if (c.autos.stage)
+    y += "zero_optimization:\n  stage: auto\n";
+  else
+    fmt::format_to(out, "zero_optimization:\n  stage: {}\n", z.stage);
   emit_offload(y, "offload_optimizer", z.offload_optimizer);
   emit_offload(y, "offload_param", z.offload_param);
   fmt::format_to(out, "  reduce_bucket_size: {}\n", z.reduce_bucket_size);
   fmt::format_to(out, "  allgather_bucket_size: {}\n", z.allgather_bucket_size);
-  fmt::format_to(out, "  overlap_comm: {}\n", bool_text(z.overlap_comm));
+  // Left out while it follows an `auto` stage, so that it still does when read back.
+  if (!c.autos.overlap_comm_follows_stage)
+    fmt::format_to(out, "  overlap_comm: {}\n", bool_text(z.overlap_comm));
   fmt::format_to(out, "  stage3_prefetch_bucket_size: {}\n", z.stage3_prefetch_bucket_size);
   fmt::format_to(out, "  stage3_param_persistence_threshold: {}\n\n",
                  z.stage3_param_persistence_threshold);
 
   const ActivationCheckpointingConfig& a = c.activation_checkpointing;
-  fmt::format_to(out, "activation_checkpointing:\n  policy: {}\n",
-                 choice_name(kPolicies, a.policy));
-  // every_n is accepted only with policy every_n (see check_combinations).
-  if (a.policy == CheckpointPolicy::kEveryN) fmt::format_to(out, "  every_n: {}\n", a.every_n);
+  if (c.autos.checkpoint_policy) {
+    fmt::format_to(out, "activation_checkpointing:\n  policy: auto\n  every_n: {}\n", a.every_n);
+  } else {
+    fmt::format_to(out, "activation_checkpointing:\n  policy: {}\n",
+                   choice_name(kPolicies, a.policy));
+    // every_n is accepted only with policy every_n (see check_combinations).
+    if (a.policy == CheckpointPolicy::kEveryN) fmt::format_to(out, "  every_n: {}\n", a.every_n);
+  }
   y += '\n';
 
   fmt::format_to(out, "checkpoint:\n  every_steps: {}  # 0: only on request\n",
@@ -1431,6 +1496,52 @@ std::string to_yaml(const JobConfig& c) {
                  real_text(c.comm.heartbeat_timeout_s));
   fmt::format_to(out, "  heartbeat_interval_s: {}\n", real_text(c.comm.heartbeat_interval_s));
   return y;
+}
+
+Result<int64_t> parse_byte_size(const std::string& text, const std::string& what) {
+  // Binary (KiB, MiB, GiB, TiB) and decimal (KB, MB, GB, TB) units, case-insensitive; B or none.
+  static const std::pair<std::string_view, double> kUnits[] = {{"tib", 1099511627776.0},
+                                                               {"gib", 1073741824.0},
+                                                               {"mib", 1048576.0},
+                                                               {"kib", 1024.0},
+                                                               {"tb", 1e12},
+                                                               {"gb", 1e9},
+                                                               {"mb", 1e6},
+                                                               {"kb", 1e3},
+                                                               {"t", 1099511627776.0},
+                                                               {"g", 1073741824.0},
+                                                               {"m", 1048576.0},
+                                                               {"k", 1024.0},
+                                                               {"b", 1.0}};
+  std::string s;
+  for (char ch : text)
+    if (ch != ' ' && ch != '_')
+      s += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  double scale = 1.0;
+  for (const auto& [unit, factor] : kUnits) {
+    if (s.size() > unit.size() && s.ends_with(unit)) {
+      s.resize(s.size() - unit.size());
+      scale = factor;
+      break;
+    }
+  }
+  double value = 0.0;
+  const char* end = s.data() + s.size();
+  const auto [ptr, ec] = std::from_chars(s.data(), end, value);
+  if (s.empty() || ec != std::errc() || ptr != end || !(value >= 0.0) || value * scale > 9.0e18)
+    return make_error(StatusCode::kInvalidArgument,
+                      "{}: '{}' is not a size (expected e.g. 8GiB, 512MiB, 2GB or a number of "
+                      "bytes)",
+                      what, text);
+  return static_cast<int64_t>(value * scale);
+}
+
+std::string bytes_text(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.2f} GiB", b / 1073741824.0);
+  if (bytes >= (int64_t{1} << 20)) return fmt::format("{:.1f} MiB", b / 1048576.0);
+  if (bytes >= 1024) return fmt::format("{:.1f} KiB", b / 1024.0);
+  return fmt::format("{} B", bytes);
 }
 
 }  // namespace zt

@@ -171,6 +171,20 @@ struct CommConfig {
 
 enum class BackendKind { kCpu, kCuda };
 
+// Keys given as `auto`: the coordinator chooses them when the workers have registered, from the
+// memory they report (or memory_budget), with the memory estimator (runtime/plan/auto_plan.h).
+// The resolved config (config.resolved.yaml, the plan's configYaml) never holds an `auto`.
+struct AutoKeys {
+  bool stage = false;              // zero_optimization.stage (may add CPU offload too)
+  bool micro_batch = false;        // train_micro_batch_size_per_gpu (accumulation follows)
+  bool checkpoint_policy = false;  // activation_checkpointing.policy
+  // overlap_comm not given: it follows the chosen stage (on at stage 3, DeepSpeed's default).
+  bool overlap_comm_follows_stage = false;
+
+  bool any() const { return stage || micro_batch || checkpoint_policy; }
+  bool operator==(const AutoKeys&) const = default;
+};
+
 struct JobConfig {
   // Batch: train_batch_size = micro * gradient_accumulation_steps * world. Any two determine the
   // third; resolve_batch_sizes fills the missing one once the world size is known (0 = not given).
@@ -179,6 +193,10 @@ struct JobConfig {
   int64_t gradient_accumulation_steps = 0;
   double gradient_clipping = 0.0;  // 0: no clipping
   int64_t steps_per_print = 10;
+  // Bytes of memory one rank may use (device memory on CUDA, host memory on the CPU backend);
+  // 0: what the workers report. Only `auto` keys read it.
+  int64_t memory_budget = 0;
+  AutoKeys autos;
 
   OptimizerConfig optimizer;
   SchedulerConfig scheduler;
@@ -208,7 +226,14 @@ Result<JobConfig> parse_job_config(const std::string& text, const std::string& s
 // Reads and parses a config file.
 Result<JobConfig> load_job_config(const std::string& path);
 
-// Fills in the batch-size key left out (or checks all three) for `world_size` ranks.
+// "8GiB", "512MiB", "2GB", "1.5TiB" or a plain number of bytes; kInvalidArgument naming `what`.
+Result<int64_t> parse_byte_size(const std::string& text, const std::string& what);
+// 1.50 GiB, 12.0 MiB, 512 B: for tables and messages.
+std::string bytes_text(int64_t bytes);
+
+// Fills in the batch-size key left out (or checks all three) for `world_size` ranks. With
+// train_micro_batch_size_per_gpu: auto it only checks that train_batch_size splits over the world
+// (the planner picks the micro-batch and the accumulation later).
 Status resolve_batch_sizes(JobConfig& cfg, int world_size);
 
 // The resolved config as YAML (every key, defaults filled in), for config.resolved.yaml.

@@ -132,8 +132,17 @@ const BadCase kBadCases[] = {
      "got the quoted string \"true\""},
     {"IntegerGivenFraction", "$BASE\ntrain_batch_size: 2.5\n", "train_batch_size", 5,
      "expected an integer, got '2.5'"},
-    {"IntegerGivenAuto", "$MODEL\n$DATA\n$TRAIN\ntrain_micro_batch_size_per_gpu: auto\n",
-     "train_micro_batch_size_per_gpu", 4, "'auto' is a placeholder"},
+    {"IntegerGivenAuto", "$MODEL\n$DATA\n$TRAIN\n$BATCH\ngradient_accumulation_steps: auto\n",
+     "gradient_accumulation_steps", 5, "'auto' is a placeholder"},
+    {"AutoMicroBatchWithoutGlobalBatch",
+     "$MODEL\n$DATA\n$TRAIN\ntrain_micro_batch_size_per_gpu: auto\n", "train_batch_size", 4,
+     "required with train_micro_batch_size_per_gpu: auto"},
+    {"AutoMicroBatchWithAccumulation",
+     "$MODEL\n$DATA\n$TRAIN\ntrain_batch_size: 8\ntrain_micro_batch_size_per_gpu: auto\n"
+     "gradient_accumulation_steps: 2\n",
+     "gradient_accumulation_steps", 6, "cannot be given with train_micro_batch_size_per_gpu: auto"},
+    {"MemoryBudgetNotASize", "$MODEL\n$DATA\n$TRAIN\n$BATCH\nmemory_budget: lots\n",
+     "memory_budget", 5, "is not a size"},
     {"IntegerTooLargeForInt",
      "model:\n  vocab_size: 256\n  block_size: 64\n  n_layer: 5e10\n"
      "  n_head: 4\n  n_embd: 128\n$DATA\n$TRAIN\n$BATCH\n",
@@ -759,6 +768,10 @@ TEST_F(ConfigTest, ToYamlRoundTripsEverySection) {
       "checkpoint: {every_steps: 3, keep_last: 1}\nbackend: cuda\n",
       "$BASE\nbf16: {enabled: true}\nactivation_checkpointing: {policy: selective}\n"
       "data: {path: tokens.bin, format: raw_u16, shuffle: true, seed: 9223372036854775807}\n",
+      // `auto` keys stay `auto` (and overlap_comm keeps following the stage) until the planner.
+      "$MODEL\n$DATA\n$TRAIN\ntrain_batch_size: 32\ntrain_micro_batch_size_per_gpu: auto\n"
+      "memory_budget: 1.5GiB\nzero_optimization: {stage: auto}\n"
+      "activation_checkpointing: {policy: auto, every_n: 3}\n",
   };
   for (const char* v : variants) {
     std::string text = v;
@@ -775,6 +788,37 @@ TEST_F(ConfigTest, ToYamlRoundTripsEverySection) {
     EXPECT_EQ(b.value(), a) << "--- emitted ---\n" << yaml;
     EXPECT_EQ(to_yaml(b.value()), yaml);
   }
+}
+
+TEST_F(ConfigTest, AutoKeysAndMemoryBudgetParse) {
+  const JobConfig c = parse_ok(
+      "$MODEL\n$DATA\n$TRAIN\ntrain_batch_size: 32\ntrain_micro_batch_size_per_gpu: auto\n"
+      "memory_budget: 512MiB\nzero_optimization: {stage: auto, offload_param: {device: cpu}}\n"
+      "activation_checkpointing: {policy: auto}\n");
+  EXPECT_TRUE(c.autos.stage);
+  EXPECT_TRUE(c.autos.micro_batch);
+  EXPECT_TRUE(c.autos.checkpoint_policy);
+  EXPECT_TRUE(c.autos.overlap_comm_follows_stage);
+  EXPECT_EQ(c.memory_budget, int64_t{512} << 20);
+  // With a stage left to the planner, an offload that needs stage 3 is not an error yet.
+  EXPECT_EQ(c.zero.offload_param.device, OffloadDevice::kCpu);
+  JobConfig w = c;
+  EXPECT_TRUE(resolve_batch_sizes(w, 4).is_ok());
+  EXPECT_EQ(w.train_micro_batch_size_per_gpu, 0) << "the planner picks it, not resolve";
+  EXPECT_FALSE(resolve_batch_sizes(w, 5).is_ok()) << "32 sequences do not split over 5 ranks";
+
+  struct Size {
+    const char* text;
+    int64_t bytes;
+  };
+  for (const Size& s : {Size{"8GiB", int64_t{8} << 30}, Size{"2 GB", 2'000'000'000},
+                        Size{"1.5kib", 1536}, Size{"4096", 4096}, Size{"3m", 3 << 20}}) {
+    auto r = parse_byte_size(s.text, "x");
+    ASSERT_TRUE(r.is_ok()) << s.text << ": " << r.status().message();
+    EXPECT_EQ(*r, s.bytes) << s.text;
+  }
+  for (const char* bad : {"", "GiB", "-1GiB", "1e30", "ten", "1.2.3MB", "5 parsecs"})
+    EXPECT_FALSE(parse_byte_size(bad, "x").is_ok()) << bad;
 }
 
 TEST_F(ConfigTest, ToYamlIsReadableAndPortable) {
