@@ -83,7 +83,8 @@ constexpr std::string_view kTopKeys[] = {"train_batch_size",
                                          "memory_budget"};
 constexpr std::string_view kModelKeys[] = {"family", "vocab_size", "block_size", "n_layer",
                                            "n_head", "n_embd",     "seed",       "init_from"};
-constexpr std::string_view kDataKeys[] = {"path", "format", "shuffle", "seed"};
+constexpr std::string_view kDataKeys[] = {"path", "format", "shuffle", "seed", "seq_len_schedule"};
+constexpr std::string_view kSeqLenStageKeys[] = {"until_step", "seq_len"};
 constexpr std::string_view kTrainKeys[] = {"steps"};
 constexpr std::string_view kOptimizerKeys[] = {"type", "params"};
 constexpr std::string_view kOptimizerTypes[] = {"AdamW",     "Adam", "AdamW8bit", "Adam8bit",
@@ -749,6 +750,27 @@ void Parser::parse_data(const YAML::Node& root) {
   get_choice(*d, "data", "format", kDataFormats, &cfg_.data.format);
   get_bool(*d, "data", "shuffle", &cfg_.data.shuffle);
   get_int(*d, "data", "seed", 0, kInt64Max, &cfg_.data.seed);
+  const YAML::Node sched = (*d)["seq_len_schedule"];
+  if (!sched.IsDefined() || sched.IsNull()) return;
+  const std::string key = "data.seq_len_schedule";
+  if (!sched.IsSequence()) {
+    type_error(key, sched, "a list of {until_step, seq_len}");
+    return;
+  }
+  for (size_t i = 0; i < sched.size(); ++i) {
+    const std::string at = fmt::format("{}[{}]", key, i);
+    if (!sched[i].IsMap()) {
+      type_error(at, sched[i], "a mapping {until_step, seq_len}");
+      continue;
+    }
+    check_keys(sched[i], at, kSeqLenStageKeys);
+    SeqLenStage st;
+    if (require(sched[i], at, "until_step", "the last step at this length"))
+      get_int(sched[i], at, "until_step", 1, kInt64Max, &st.until_step);
+    if (require(sched[i], at, "seq_len", "the sequence length of these steps"))
+      get_int(sched[i], at, "seq_len", 1, kIntMax, &st.seq_len);
+    cfg_.data.seq_len_schedule.push_back(st);
+  }
 }
 
 void Parser::parse_train(const YAML::Node& root) {
@@ -1060,6 +1082,27 @@ void Parser::check_combinations() {
                micro != 0 ? "train_micro_batch_size_per_gpu" : "gradient_accumulation_steps",
                other));
     }
+  }
+
+  // Sequence-length warm-up: increasing steps and lengths, each dividing block_size (the
+  // micro-batch grows by block_size / seq_len, so tokens per step stay the same).
+  const auto& sched = cfg_.data.seq_len_schedule;
+  for (size_t i = 0; i < sched.size(); ++i) {
+    const std::string at = fmt::format("data.seq_len_schedule[{}]", i);
+    const SeqLenStage& st = sched[i];
+    if (st.seq_len <= 0 || st.until_step <= 0) continue;  // already reported
+    if (st.seq_len >= m.block_size || m.block_size % st.seq_len != 0)
+      fail(at + ".seq_len",
+           fmt::format("{} must be shorter than model.block_size ({}) and divide it: the "
+                       "micro-batch grows by block_size / seq_len to keep the tokens per step",
+                       st.seq_len, m.block_size));
+    if (i > 0 && st.until_step <= sched[i - 1].until_step)
+      fail(at + ".until_step", fmt::format("{} must be after the previous entry's ({})",
+                                           st.until_step, sched[i - 1].until_step));
+    if (i > 0 && st.seq_len <= sched[i - 1].seq_len)
+      fail(at + ".seq_len", fmt::format("{} must be longer than the previous entry's ({}): a "
+                                        "warm-up goes from short to long sequences",
+                                        st.seq_len, sched[i - 1].seq_len));
   }
 
   if (cfg_.fp16.enabled && cfg_.bf16.enabled) {
@@ -1401,7 +1444,13 @@ std::string to_yaml(const JobConfig& c) {
   fmt::format_to(out, "  path: {}\n", yaml_quoted(c.data.path));
   fmt::format_to(out, "  format: {}\n", choice_name(kDataFormats, c.data.format));
   fmt::format_to(out, "  shuffle: {}\n", bool_text(c.data.shuffle));
-  fmt::format_to(out, "  seed: {}\n\n", c.data.seed);
+  fmt::format_to(out, "  seed: {}\n", c.data.seed);
+  if (!c.data.seq_len_schedule.empty()) {
+    y += "  seq_len_schedule:\n";
+    for (const SeqLenStage& st : c.data.seq_len_schedule)
+      fmt::format_to(out, "    - {{until_step: {}, seq_len: {}}}\n", st.until_step, st.seq_len);
+  }
+  y += '\n';
 
   fmt::format_to(out, "train:\n  steps: {}\n\n", c.train.steps);
 
@@ -1496,6 +1545,12 @@ std::string to_yaml(const JobConfig& c) {
                  real_text(c.comm.heartbeat_timeout_s));
   fmt::format_to(out, "  heartbeat_interval_s: {}\n", real_text(c.comm.heartbeat_interval_s));
   return y;
+}
+
+int seq_len_at(const JobConfig& cfg, int64_t step) {
+  for (const SeqLenStage& st : cfg.data.seq_len_schedule)
+    if (step <= st.until_step) return st.seq_len;
+  return cfg.model.block_size;
 }
 
 Result<int64_t> parse_byte_size(const std::string& text, const std::string& what) {

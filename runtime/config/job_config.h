@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
 #include "runtime/core/status.h"
 
 namespace zt {
@@ -28,11 +30,22 @@ struct ModelConfig {
 
 enum class DataFormat { kLlmc, kRawU16 };
 
+// Sequence-length warm-up: optimizer steps up to `until_step` (1-based, inclusive; after the
+// previous entry's) train on sequences of `seq_len` tokens, and the micro-batch grows by
+// block_size / seq_len so that every step still has the same tokens (Note [sequence-length
+// warm-up] in runtime/data/data_loader.h).
+struct SeqLenStage {
+  int64_t until_step = 0;
+  int seq_len = 0;
+  bool operator==(const SeqLenStage&) const = default;
+};
+
 struct DataConfig {
   std::string path;
   DataFormat format = DataFormat::kLlmc;
   bool shuffle = false;
   uint64_t seed = 0;
+  std::vector<SeqLenStage> seq_len_schedule;  // empty: block_size throughout
 
   bool operator==(const DataConfig&) const = default;
 };
@@ -230,6 +243,10 @@ Result<JobConfig> load_job_config(const std::string& path);
 Result<int64_t> parse_byte_size(const std::string& text, const std::string& what);
 // 1.50 GiB, 12.0 MiB, 512 B: for tables and messages.
 std::string bytes_text(int64_t bytes);
+
+// The sequence length optimizer step `step` (1-based) trains on: data.seq_len_schedule's, else
+// model.block_size.
+int seq_len_at(const JobConfig& cfg, int64_t step);
 
 // Fills in the batch-size key left out (or checks all three) for `world_size` ranks. With
 // train_micro_batch_size_per_gpu: auto it only checks that train_batch_size splits over the world

@@ -83,6 +83,29 @@ int64_t DataLoader::sequence_at(int64_t k) const {
   return (*perm)[static_cast<size_t>(k % num_sequences_)];
 }
 
+void DataLoader::fill_pieces(int64_t first_piece, int count, int len, int32_t* inputs,
+                             int32_t* targets) const {
+  ZT_CHECK(len > 0 && seq_len_ % len == 0, "piece length {} does not divide the sequence length {}",
+           len, seq_len_);
+  if (len == seq_len_) return fill(first_piece, count, inputs, targets);
+  ZT_CHECK(first_piece >= 0, "first_piece {} is negative", first_piece);
+  ZT_CHECK(count >= 0, "count {} is negative", count);
+  ZT_CHECK(count == 0 || (inputs != nullptr && targets != nullptr), "null output buffer");
+  const int64_t r = seq_len_ / len;
+  const uint16_t* tokens = file_.tokens();
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t p = first_piece + i;
+    // The last target, seq*T + (j+1)*len <= seq*T + T, is in the file (see fill()).
+    const uint16_t* src = tokens + sequence_at(p / r) * seq_len_ + (p % r) * len;
+    int32_t* in = inputs + i * len;
+    int32_t* tg = targets + i * len;
+    for (int64_t j = 0; j < len; ++j) {
+      in[j] = src[j];
+      tg[j] = src[j + 1];
+    }
+  }
+}
+
 void DataLoader::fill(int64_t first_sequence, int count, int32_t* inputs, int32_t* targets) const {
   ZT_CHECK(first_sequence >= 0, "first_sequence {} is negative", first_sequence);
   ZT_CHECK(count >= 0, "count {} is negative", count);

@@ -17,6 +17,14 @@
 //   fill(s*G + (a*W + r)*B, B, inputs, targets)
 // — any split that covers s*G ... s*G+G-1 once gives the same step (DESIGN.md: the math of a step
 // must not depend on it).
+//
+// Note [sequence-length warm-up]
+// With data.seq_len_schedule a step may train on sequences of len = T / r tokens (r an integer).
+// Piece p of length len is the j-th len-token slice of global sequence k, k = p / r, j = p % r:
+// tokens [seq*T + j*len, seq*T + j*len + len] of the file sequence seq that k maps to. A step of
+// G sequences at T covers pieces s*G*r ... (s+1)*G*r - 1 at len: exactly the same tokens, in the
+// same order, cut shorter, so the warm-up changes neither which data a step sees nor where the
+// data stands after it (a resume at any step reads the same tokens).
 #pragma once
 
 #include <array>
@@ -49,6 +57,13 @@ class DataLoader {
   // through the shuffle when enabled): inputs and targets each receive count * T int32 token ids,
   // row-major (count, T). first_sequence >= 0; any value is valid (it wraps). Thread-safe.
   void fill(int64_t first_sequence, int count, int32_t* inputs, int32_t* targets) const;
+
+  // Note [sequence-length warm-up]: `count` pieces of `len` tokens (len divides seq_len()), global
+  // piece indices first_piece ... first_piece + count - 1; inputs and targets each receive
+  // count * len ids, row-major (count, len). fill_pieces(k * r, r * c, T / r, ...) reads the same
+  // tokens as fill(k, c, ...). Thread-safe.
+  void fill_pieces(int64_t first_piece, int count, int len, int32_t* inputs,
+                   int32_t* targets) const;
 
   // Which sequence of the file (0 ... n-1) the global index k reads; k >= 0.
   int64_t sequence_at(int64_t k) const;

@@ -141,6 +141,19 @@ const BadCase kBadCases[] = {
      "$MODEL\n$DATA\n$TRAIN\ntrain_batch_size: 8\ntrain_micro_batch_size_per_gpu: auto\n"
      "gradient_accumulation_steps: 2\n",
      "gradient_accumulation_steps", 6, "cannot be given with train_micro_batch_size_per_gpu: auto"},
+    {"SeqLenNotADivisor",
+     "$MODEL\n$TRAIN\n$BATCH\ndata: {path: tokens.bin, seq_len_schedule: [{until_step: 5, "
+     "seq_len: 24}]}\n",
+     "data.seq_len_schedule[0].seq_len", 4,
+     "must be shorter than model.block_size (64) and divide"},
+    {"SeqLenScheduleNotIncreasing",
+     "$MODEL\n$TRAIN\n$BATCH\ndata: {path: tokens.bin, seq_len_schedule: [{until_step: 5, "
+     "seq_len: 16}, {until_step: 5, seq_len: 32}]}\n",
+     "data.seq_len_schedule[1].until_step", 4, "must be after the previous entry's (5)"},
+    {"SeqLenScheduleUnknownKey",
+     "$MODEL\n$TRAIN\n$BATCH\ndata: {path: tokens.bin, seq_len_schedule: [{until_step: 5, "
+     "seq_len: 16, steps: 5}]}\n",
+     "data.seq_len_schedule[0].steps", 4, "unknown key"},
     {"MemoryBudgetNotASize", "$MODEL\n$DATA\n$TRAIN\n$BATCH\nmemory_budget: lots\n",
      "memory_budget", 5, "is not a size"},
     {"IntegerTooLargeForInt",
@@ -772,6 +785,8 @@ TEST_F(ConfigTest, ToYamlRoundTripsEverySection) {
       "$MODEL\n$DATA\n$TRAIN\ntrain_batch_size: 32\ntrain_micro_batch_size_per_gpu: auto\n"
       "memory_budget: 1.5GiB\nzero_optimization: {stage: auto}\n"
       "activation_checkpointing: {policy: auto, every_n: 3}\n",
+      "$MODEL\n$TRAIN\n$BATCH\ndata: {path: tokens.bin, seq_len_schedule: [{until_step: 10, "
+      "seq_len: 16}, {until_step: 30, seq_len: 32}]}\n",
   };
   for (const char* v : variants) {
     std::string text = v;

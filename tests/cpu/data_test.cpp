@@ -387,6 +387,41 @@ TEST_F(DataTest, StepSplitDoesNotChangeTheData) {
   }
 }
 
+// Note [sequence-length warm-up]: pieces of T/r tokens read the step's tokens cut shorter, checked
+// against the raw token array (the file's sequences by hand), with and without shuffling.
+TEST_F(DataTest, PiecesAreTheSequencesCutShorter) {
+  const std::vector<uint16_t> tokens = random_tokens(5000, 7, 256);
+  ASSERT_TRUE(write_token_file(path("p.tok"), tokens, DataFormat::kLlmc).is_ok());
+  for (bool shuffle : {false, true}) {
+    Result<TokenFile> f = TokenFile::open(path("p.tok"), DataFormat::kLlmc);
+    ASSERT_TRUE(f.is_ok());
+    Result<DataLoader> loader = DataLoader::create(std::move(*f), 16, 256, shuffle, 9);
+    ASSERT_TRUE(loader.is_ok());
+    for (int len : {8, 4, 2, 1}) {
+      const int r = 16 / len;
+      for (int64_t k : {0, 5, 311, 312, 700}) {  // 312 sequences: 312 starts the second epoch
+        std::vector<int32_t> in(static_cast<size_t>(3 * 16)), tg(in.size());
+        loader->fill_pieces(k * r, 3 * r, len, in.data(), tg.data());
+        for (int64_t i = 0; i < 3; ++i) {
+          const int64_t seq = loader->sequence_at(k + i);
+          for (int64_t j = 0; j < 16; ++j) {
+            const size_t at = static_cast<size_t>(i * 16 + j);
+            ASSERT_EQ(in[at], tokens[static_cast<size_t>(seq * 16 + j)])
+                << "len " << len << " k " << k << " shuffle " << shuffle;
+            ASSERT_EQ(tg[at], tokens[static_cast<size_t>(seq * 16 + j + 1)]);
+          }
+        }
+      }
+    }
+    // A piece starting mid-sequence: piece 3 of length 4 is tokens [12, 16] of sequence 0's.
+    std::vector<int32_t> in(4), tg(4);
+    loader->fill_pieces(3, 1, 4, in.data(), tg.data());
+    const int64_t seq0 = loader->sequence_at(0);
+    EXPECT_EQ(in[0], tokens[static_cast<size_t>(seq0 * 16 + 12)]);
+    EXPECT_EQ(tg[3], tokens[static_cast<size_t>(seq0 * 16 + 16)]);
+  }
+}
+
 // ---- shuffling
 // -----------------------------------------------------------------------------------
 
