@@ -405,6 +405,8 @@ void Coordinator::on_step_report(const protocol::StepReport& rep) {
     for (const int64_t b : s.comm_bytes) m.comm_bytes += b;
     m.peak_phase = s.peak_phase;
     m.total_peak_phase = s.total_peak_phase;
+    m.offload_resident_bytes = s.offload_resident_bytes;
+    m.offload_disk_bytes = s.offload_disk_bytes;
   }
   const protocol::StepReport& first = *slot[0];
   r.loss = tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;

@@ -7,6 +7,8 @@
 //   file ztctl verify --checkpoint D | --run-dir DIR   check a checkpoint's files and checksums
 //   ztctl launch --config F --np N --run-dir DIR [-- mpirun args]
 //   ztctl report --run-dir DIR [-o FILE]     one self-contained HTML page about a run
+//   ztctl memory --run-dir DIR [--step N] [--json]  each rank's peaks, the parts of the step that
+//                                            set them, and the memory timeline's summary
 // The coordinator is found through the run dir (coordinator.endpoint and coordinator.key, which it
 // writes), or --coordinator / ZT_COORDINATOR with ZT_COORDINATOR_KEY.
 #include <signal.h>
@@ -15,13 +17,16 @@
 #include <atomic>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "ctl/commands.h"
+#include "ctl/estimate_cmd.h"
 #include "ctl/launch.h"
+#include "ctl/memory_cmd.h"
 #include "ctl/report.h"
 
 namespace {
@@ -169,6 +174,39 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--run-dir", report_run_dir, "run directory")->required();
   report_cmd->add_option("-o,--out", report_out, "output file (default: RUN_DIR/report.html)");
 
+  std::string memory_run_dir;
+  int64_t memory_step = 0;
+  bool memory_json = false;
+  CLI::App* memory_cmd = app.add_subcommand(
+      "memory",
+      "each rank's peak memory by category at a step, the part of the step that set each peak, "
+      "and a summary of the step's memory timeline (metrics.jsonl, memory.jsonl); no coordinator "
+      "needed");
+  memory_cmd->add_option("--run-dir", memory_run_dir, "run directory")->required();
+  memory_cmd->add_option("--step", memory_step, "the step (default: the last in metrics.jsonl)")
+      ->check(CLI::PositiveNumber);
+  memory_cmd->add_flag("--json", memory_json, "one JSON object instead of the table");
+
+  zt::ctl::EstimateArgs estimate;
+  CLI::App* estimate_cmd = app.add_subcommand(
+      "estimate",
+      "will it fit? per-rank memory by category for every ZeRO stage x offload x activation "
+      "checkpointing policy, which combinations fit a budget, and what `auto` would choose; reads "
+      "only the config");
+  estimate_cmd->add_option("--config", estimate.config_path, "job config (YAML)")->required();
+  estimate_cmd->add_option("--world", estimate.world, "number of ranks")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  estimate_cmd->add_option("--device-mem", estimate.device_mem,
+                           "memory per rank (e.g. 80GiB; on the CPU backend the host memory per "
+                           "rank); default: memory_budget in the config");
+  estimate_cmd->add_option("--host-mem", estimate.host_mem,
+                           "host memory per rank beside each GPU (CUDA; offloaded state)");
+  estimate_cmd->add_option("--threads", estimate.cpu_threads,
+                           "OpenMP threads per worker (CPU kernels' scratch); default: this "
+                           "process's");
+  estimate_cmd->add_flag("--json", estimate.json, "every combination as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -181,6 +219,7 @@ int main(int argc, char** argv) {
   ctl.interrupts = &g_interrupts;
   try {
     if (status->parsed()) return zt::ctl::run_status(ctl, json, std::cout, std::cerr);
+    if (estimate_cmd->parsed()) return zt::ctl::run_estimate(estimate, std::cout, std::cerr);
     if (top->parsed()) {
       zt::ctl::TopOptions t;
       t.interval = to_ms(interval_s);
@@ -205,6 +244,10 @@ int main(int argc, char** argv) {
       return zt::ctl::run_report(report_run_dir,
                                  report_out.empty() ? report_run_dir + "/report.html" : report_out,
                                  std::cout, std::cerr);
+    if (memory_cmd->parsed())
+      return zt::ctl::run_memory(
+          memory_run_dir, memory_step > 0 ? std::optional<int64_t>(memory_step) : std::nullopt,
+          memory_json, std::cout, std::cerr);
     if (launch_cmd->parsed()) {
       launch.start_timeout = to_ms(start_timeout_s);
       launch.grace = to_ms(grace_s);

@@ -11,6 +11,7 @@
 #include "protocol/zerotrain.capnp.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/memory/memory_tracker.h"
+#include "runtime/profile/step_profile.h"
 
 namespace zt::protocol {
 namespace {
@@ -21,6 +22,10 @@ static_assert(kProtocolVersion == wire::PROTOCOL_VERSION,
 // three definitions (runtime enum, schema enum, array size) from drifting apart.
 static_assert(kNumMemCategories == zt::kNumMemCategories);
 static_assert(kNumCollectives == zt::kNumCollectiveKinds);
+static_assert(kNumStepPhases == zt::kNumStepPhases);
+static_assert(static_cast<int>(zt::StepPhase::kCommWait) ==
+              static_cast<int>(wire::StepPhase::COMM_WAIT));
+static_assert(static_cast<int>(zt::StepPhase::kOther) == static_cast<int>(wire::StepPhase::OTHER));
 static_assert(static_cast<int>(zt::MemCategory::kOptimizerStates) ==
               static_cast<int>(wire::MemCategory::OPTIMIZER_STATES));
 static_assert(static_cast<int>(zt::MemCategory::kWorkspace) ==
@@ -88,14 +93,15 @@ Result<StatePlacement> placement_from_wire(wire::StatePlacement::Reader r, std::
   return m;
 }
 
-template <size_t N>
-void array_to_wire(capnp::List<int64_t>::Builder list, const std::array<int64_t, N>& a) {
+// Per-category (per-phase) arrays as lists of their length: `List` is a capnp list builder or
+// reader of T.
+template <typename List, typename T, size_t N>
+void array_to_wire(List list, const std::array<T, N>& a) {
   for (size_t i = 0; i < N; ++i) list.set(static_cast<unsigned>(i), a[i]);
 }
 
-template <size_t N>
-Status array_from_wire(capnp::List<int64_t>::Reader list, std::array<int64_t, N>& out,
-                       const char* field) {
+template <typename List, typename T, size_t N>
+Status array_from_wire(List list, std::array<T, N>& out, const char* field) {
   if (list.size() != N) {
     return data_error(fmt::format("{} has {} entries, expected {}", field, list.size(), N));
   }
@@ -174,6 +180,19 @@ void to_wire(const StepReport& m, wire::StepReport::Builder b) {
   b.setCheckpointMs(m.checkpoint_ms);
   b.setOffloadResidentBytes(m.offload_resident_bytes);
   b.setOffloadDiskBytes(m.offload_disk_bytes);
+  array_to_wire(b.initTimeMs(kNumStepPhases), m.time_ms);
+  auto phases = b.initPeakPhase(kNumMemCategories);
+  for (size_t c = 0; c < kNumMemCategories; ++c)
+    phases.set(static_cast<unsigned>(c), text(m.peak_phase[c]));
+  b.setTotalPeakPhase(text(m.total_peak_phase));
+  auto timeline = b.initMemoryTimeline(static_cast<unsigned>(m.memory_timeline.size()));
+  for (size_t i = 0; i < m.memory_timeline.size(); ++i) {
+    const MemoryPhase& p = m.memory_timeline[i];
+    auto w = timeline[static_cast<unsigned>(i)];
+    w.setPhase(text(p.phase));
+    array_to_wire(w.initBytes(kNumMemCategories), p.bytes);
+    array_to_wire(w.initPeakBytes(kNumMemCategories), p.peak);
+  }
 }
 
 void to_wire(const Command& m, wire::Command::Builder b) {
@@ -355,7 +374,26 @@ Result<Message> from_wire(wire::StepReport::Reader r) {
   m.checkpoint_ms = r.getCheckpointMs();
   m.offload_resident_bytes = r.getOffloadResidentBytes();
   m.offload_disk_bytes = r.getOffloadDiskBytes();
-  return Message(m);
+  ZT_RETURN_IF_ERROR(array_from_wire(r.getTimeMs(), m.time_ms, "StepReport.timeMs"));
+  auto phases = r.getPeakPhase();
+  if (phases.size() != kNumMemCategories) {
+    return data_error(fmt::format("StepReport.peakPhase has {} entries, expected {}", phases.size(),
+                                  kNumMemCategories));
+  }
+  for (size_t c = 0; c < kNumMemCategories; ++c)
+    m.peak_phase[c] = str(phases[static_cast<unsigned>(c)]);
+  m.total_peak_phase = str(r.getTotalPeakPhase());
+  auto timeline = r.getMemoryTimeline();
+  m.memory_timeline.reserve(timeline.size());
+  for (auto w : timeline) {
+    MemoryPhase p;
+    p.phase = str(w.getPhase());
+    ZT_RETURN_IF_ERROR(array_from_wire(w.getBytes(), p.bytes, "StepReport.memoryTimeline.bytes"));
+    ZT_RETURN_IF_ERROR(
+        array_from_wire(w.getPeakBytes(), p.peak, "StepReport.memoryTimeline.peakBytes"));
+    m.memory_timeline.push_back(std::move(p));
+  }
+  return Message(std::move(m));
 }
 
 Result<Message> from_wire(wire::Command::Reader r) {

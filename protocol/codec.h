@@ -27,7 +27,7 @@ namespace zt::protocol {
 
 // Must equal `protocolVersion` in zerotrain.capnp (checked where both are visible, in codec.cpp).
 // See Note [protocol versioning] in the schema: bump it with every change of the schema.
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 
 // Frames larger than this are refused before parsing. The largest messages are a Plan (the
 // resolved config plus ~64 bytes per bucket: tens of KiB for GPT-2 XL) and a CtlReply (~150 bytes
@@ -39,8 +39,10 @@ inline constexpr size_t kDefaultMaxFrameBytes = size_t{8} << 20;
 // codec.cpp) without making every user of the protocol include the runtime headers.
 inline constexpr size_t kNumMemCategories = 6;
 inline constexpr size_t kNumCollectives = 5;
+inline constexpr size_t kNumStepPhases = 7;  // zt::StepPhase
 using MemBytes = std::array<int64_t, kNumMemCategories>;
 using CommCounts = std::array<int64_t, kNumCollectives>;
+using PhaseMs = std::array<double, kNumStepPhases>;
 
 enum class Backend : uint8_t { kCpu = 0, kCuda };
 enum class Placement : uint8_t { kDevice = 0, kCpu, kNvme };
@@ -83,8 +85,17 @@ struct Heartbeat {
   bool operator==(const Heartbeat&) const = default;
 };
 
+// One part of a step and the memory it held (zt::MemoryPhaseRecord).
+struct MemoryPhase {
+  std::string phase;  // "forward block 3", "optimizer", ...
+  MemBytes bytes{};   // in use when the part ended
+  MemBytes peak{};    // the most in use at once during it
+  bool operator==(const MemoryPhase&) const = default;
+};
+
 // One rank's part of an optimizer step: sums, so the coordinator adds all ranks' parts and divides
 // once (loss = sum(loss_sum) / sum(token_count), grad_norm = sqrt(sum(grad_norm_sq_part))).
+// decode() requires time_ms and peak_phase whole and every timeline entry's lists whole.
 struct StepReport {
   int32_t rank = 0;
   int64_t step = 0;  // 1-based
@@ -106,6 +117,12 @@ struct StepReport {
   double checkpoint_ms = 0.0;          // training blocked by a checkpoint taken after this step
   int64_t offload_resident_bytes = 0;  // offloaded optimizer state in host memory
   int64_t offload_disk_bytes = 0;      // offloaded optimizer state on NVMe
+  // Note [step profile] (runtime/profile/step_profile.h).
+  PhaseMs time_ms{};                                      // step_ms per zt::StepPhase, exclusive
+  std::array<std::string, kNumMemCategories> peak_phase;  // the part that set each memory_peak
+  std::string total_peak_phase;
+  // Sampled steps only (the schema's comment says which); empty otherwise.
+  std::vector<MemoryPhase> memory_timeline;
   bool operator==(const StepReport&) const = default;
 };
 

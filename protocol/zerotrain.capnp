@@ -16,7 +16,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("zt::protocol::wire");
 
-const protocolVersion :UInt32 = 2;
+const protocolVersion :UInt32 = 3;
 
 # Mirrors zt::BackendKind.
 enum Backend {
@@ -41,6 +41,18 @@ enum Collective {
   allGather @2;
   broadcast @3;
   barrier @4;
+}
+
+# Mirrors zt::StepPhase (runtime/profile/step_profile.h): lists of per-phase values are indexed by
+# these ordinals.
+enum StepPhase {
+  forward @0;
+  backward @1;
+  recompute @2;
+  commWait @3;
+  optimizer @4;
+  offloadIo @5;
+  other @6;
 }
 
 # Where a kind of model state lives between uses.
@@ -98,6 +110,21 @@ struct StepReport {
   checkpointMs @17 :Float64;      # training blocked by a checkpoint taken after this step
   offloadResidentBytes @18 :Int64; # offloaded optimizer state in host memory (arrays or buffers)
   offloadDiskBytes @19 :Int64;     # offloaded optimizer state on NVMe
+  # Note [step profile] (runtime/profile/step_profile.h). Added in protocol version 3.
+  timeMs @20 :List(Float64);       # stepMs split exclusively, indexed by StepPhase
+  peakPhase @21 :List(Text);       # the part of the step that set each memoryPeak, by MemCategory
+  totalPeakPhase @22 :Text;        # ... and memoryTotalPeak
+  # The memory timeline, in the order the parts ended. To bound the volume a worker sends it only
+  # for steps 1 and 2, every steps_per_print-th step and the last step (the steps that also get a
+  # progress line, plus step 2: the first whose pools have settled); empty otherwise.
+  memoryTimeline @23 :List(MemoryPhase);
+}
+
+# One part of a step ("forward block 3", "optimizer") and the memory it held.
+struct MemoryPhase {
+  phase @0 :Text;
+  bytes @1 :List(Int64);      # in use when the part ended, indexed by MemCategory
+  peakBytes @2 :List(Int64);  # the most in use at once during the part, indexed by MemCategory
 }
 
 struct CheckpointFile {

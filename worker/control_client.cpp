@@ -46,6 +46,12 @@ protocol::StepReport make_step_report(const StepResult& r, int rank) {
   rep.checkpoint_ms = r.checkpoint_ms;
   rep.offload_resident_bytes = r.offload_resident_bytes;
   rep.offload_disk_bytes = r.offload_disk_bytes;
+  for (size_t p = 0; p < kNumStepPhases; ++p) rep.time_ms[p] = r.time_ms[p];
+  rep.peak_phase = r.peak_phase;
+  rep.total_peak_phase = r.total_peak_phase;
+  rep.memory_timeline.reserve(r.memory_timeline.size());
+  for (const MemoryPhaseRecord& m : r.memory_timeline)
+    rep.memory_timeline.push_back(protocol::MemoryPhase{m.phase, m.bytes, m.peak});
   return rep;
 }
 

@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -63,27 +64,90 @@ int fail(const zt::Status& st, const Context& ctx) {
   return 1;
 }
 
-// Every rank's memory snapshot, on rank 0 (index = rank).
-std::vector<zt::MemorySnapshot> gather_memory(const zt::MemorySnapshot& mine, const Context& ctx) {
-  constexpr int kFields = 2 * zt::kNumMemCategories + 2;
-  std::vector<int64_t> send(kFields), recv(static_cast<size_t>(kFields * ctx.world));
-  for (size_t c = 0; c < zt::kNumMemCategories; ++c) {
-    send[c] = mine.current[c];
-    send[zt::kNumMemCategories + c] = mine.peak[c];
+// Without a coordinator: every rank's part of the metrics line, on rank 0 (index = rank). The
+// parts of the step that set the peaks travel as their phase ids (MemorySnapshot::peak_phase) and
+// are labelled here, like the worker labels them for the coordinator.
+std::vector<zt::RankStepMetrics> gather_metrics(const zt::StepResult& r, int micro_batches,
+                                                const Context& ctx) {
+  constexpr size_t N = zt::kNumMemCategories;
+  constexpr int kInts = static_cast<int>(3 * N + 6);
+  constexpr int kDoubles = static_cast<int>(zt::kNumStepPhases);
+  std::vector<int64_t> send(kInts), recv(static_cast<size_t>(kInts * ctx.world));
+  for (size_t c = 0; c < N; ++c) {
+    send[c] = r.memory.current[c];
+    send[N + c] = r.memory.peak[c];
+    send[2 * N + c] = r.memory.peak_phase[c];
   }
-  send[2 * zt::kNumMemCategories] = mine.total_current;
-  send[2 * zt::kNumMemCategories + 1] = mine.total_peak;
-  MPI_Gather(send.data(), kFields, MPI_INT64_T, recv.data(), kFields, MPI_INT64_T, 0,
+  send[3 * N] = r.memory.total_current;
+  send[3 * N + 1] = r.memory.total_peak;
+  send[3 * N + 2] = r.memory.total_peak_phase;
+  send[3 * N + 3] = r.comm.total_bytes();
+  send[3 * N + 4] = r.offload_resident_bytes;
+  send[3 * N + 5] = r.offload_disk_bytes;
+  std::vector<double> times(r.time_ms.begin(), r.time_ms.end()),
+      all_times(static_cast<size_t>(kDoubles * ctx.world));
+  MPI_Gather(send.data(), kInts, MPI_INT64_T, recv.data(), kInts, MPI_INT64_T, 0, MPI_COMM_WORLD);
+  MPI_Gather(times.data(), kDoubles, MPI_DOUBLE, all_times.data(), kDoubles, MPI_DOUBLE, 0,
              MPI_COMM_WORLD);
-  std::vector<zt::MemorySnapshot> out(static_cast<size_t>(ctx.world));
-  for (int r = 0; r < ctx.world; ++r) {
-    const int64_t* f = recv.data() + static_cast<size_t>(r) * kFields;
-    for (size_t c = 0; c < zt::kNumMemCategories; ++c) {
-      out[static_cast<size_t>(r)].current[c] = f[c];
-      out[static_cast<size_t>(r)].peak[c] = f[zt::kNumMemCategories + c];
+  std::vector<zt::RankStepMetrics> out(static_cast<size_t>(ctx.world));
+  auto label = [&](int64_t id) { return zt::MemPhase::from_id(id).label(micro_batches); };
+  for (size_t rank = 0; rank < out.size(); ++rank) {
+    const int64_t* f = recv.data() + rank * kInts;
+    zt::RankStepMetrics& m = out[rank];
+    for (size_t c = 0; c < N; ++c) {
+      m.memory.current[c] = f[c];
+      m.memory.peak[c] = f[N + c];
+      m.peak_phase[c] = label(f[2 * N + c]);
     }
-    out[static_cast<size_t>(r)].total_current = f[2 * zt::kNumMemCategories];
-    out[static_cast<size_t>(r)].total_peak = f[2 * zt::kNumMemCategories + 1];
+    m.memory.total_current = f[3 * N];
+    m.memory.total_peak = f[3 * N + 1];
+    m.total_peak_phase = label(f[3 * N + 2]);
+    m.comm_bytes = f[3 * N + 3];
+    m.offload_resident_bytes = f[3 * N + 4];
+    m.offload_disk_bytes = f[3 * N + 5];
+    for (size_t p = 0; p < zt::kNumStepPhases; ++p) m.time_ms[p] = all_times[rank * kDoubles + p];
+  }
+  return out;
+}
+
+// Without a coordinator: every rank's memory timeline, on rank 0 (index = rank). Each record goes
+// as the length of its label, the label, and its 2 * kNumMemCategories byte counts.
+std::vector<std::vector<zt::MemoryPhaseRecord>> gather_timelines(
+    const std::vector<zt::MemoryPhaseRecord>& mine, const Context& ctx) {
+  constexpr size_t kCounts = sizeof(int64_t) * zt::kNumMemCategories;
+  std::string send;
+  for (const zt::MemoryPhaseRecord& m : mine) {
+    const auto len = static_cast<uint32_t>(m.phase.size());
+    send.append(reinterpret_cast<const char*>(&len), sizeof(len));
+    send += m.phase;
+    send.append(reinterpret_cast<const char*>(m.bytes.data()), kCounts);
+    send.append(reinterpret_cast<const char*>(m.peak.data()), kCounts);
+  }
+  int size = static_cast<int>(send.size());
+  std::vector<int> sizes(static_cast<size_t>(ctx.world)), offsets(sizes.size());
+  MPI_Gather(&size, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  int total = 0;
+  for (size_t r = 0; r < sizes.size(); ++r) offsets[r] = total, total += sizes[r];
+  std::string recv(static_cast<size_t>(ctx.rank == 0 ? total : 0), '\0');
+  MPI_Gatherv(send.data(), size, MPI_CHAR, recv.data(), sizes.data(), offsets.data(), MPI_CHAR, 0,
+              MPI_COMM_WORLD);
+  std::vector<std::vector<zt::MemoryPhaseRecord>> out(static_cast<size_t>(ctx.world));
+  if (ctx.rank != 0) return out;
+  for (size_t r = 0; r < out.size(); ++r) {
+    size_t at = static_cast<size_t>(offsets[r]);
+    const size_t end = at + static_cast<size_t>(sizes[r]);
+    while (at < end) {
+      zt::MemoryPhaseRecord m;
+      uint32_t len = 0;
+      std::memcpy(&len, recv.data() + at, sizeof(len));
+      at += sizeof(len);
+      m.phase = recv.substr(at, len);
+      at += len;
+      std::memcpy(m.bytes.data(), recv.data() + at, kCounts);
+      std::memcpy(m.peak.data(), recv.data() + at + kCounts, kCounts);
+      at += 2 * kCounts;
+      out[r].push_back(std::move(m));
+    }
   }
   return out;
 }
@@ -366,6 +430,9 @@ int run(int argc, char** argv) {
   int64_t checkpoint_requests_done = 0, checkpoint_requests_seen = 0;
   double elapsed_ms = 0.0;
   while (trainer->completed_steps() < cfg.train.steps) {
+    const bool timeline = zt::memory_timeline_due(trainer->completed_steps() + 1, cfg.train.steps,
+                                                  cfg.steps_per_print);
+    trainer->set_memory_timeline(timeline);
     auto r = trainer->step();
     if (!r.is_ok()) return fail(r.status(), ctx);
     if (zt::Status st = checkpointer.poll(); !st.is_ok()) return fail(st, ctx);
@@ -406,9 +473,16 @@ int run(int argc, char** argv) {
     if (control) {
       control->report_step(zt::make_step_report(*r, ctx.rank));
     } else {
-      const auto memory = gather_memory(r->memory, ctx);
+      const auto metrics =
+          gather_metrics(*r, static_cast<int>(cfg.gradient_accumulation_steps), ctx);
+      std::vector<std::vector<zt::MemoryPhaseRecord>> timelines;
+      if (timeline) timelines = gather_timelines(r->memory_timeline, ctx);
       if (lead) {
-        if (zt::Status st = run_dir->append_metrics(*r, memory); !st.is_ok()) return fail(st, ctx);
+        for (size_t rank = 0; rank < timelines.size(); ++rank)
+          if (zt::Status st = run_dir->append_memory(done, static_cast<int>(rank), timelines[rank]);
+              !st.is_ok())
+            return fail(st, ctx);
+        if (zt::Status st = run_dir->append_metrics(*r, metrics); !st.is_ok()) return fail(st, ctx);
         if (zt::progress_due(done, cfg.train.steps, cfg.steps_per_print)) {
           const double eta = elapsed_ms / 1000.0 / static_cast<double>(done) *
                              static_cast<double>(cfg.train.steps - done);

@@ -1,6 +1,10 @@
 #include "runtime/model/gpt2.h"
 
+#include <optional>
+
 #include <fmt/format.h>
+
+#include "runtime/profile/step_profile.h"
 
 namespace zt {
 
@@ -152,6 +156,27 @@ Status Gpt2Model::allocate() {
   return Status::ok();
 }
 
+Status Gpt2Model::set_sequence(int B, int T) {
+  if (B == shape_.B && T == shape_.T) return Status::ok();
+  const int64_t N = static_cast<int64_t>(shape_.B) * shape_.T;
+  if (B < 1 || T < 1 || T > shape_.maxT || static_cast<int64_t>(B) * T != N)
+    return make_error(StatusCode::kInvalidArgument,
+                      "micro-batch of {} sequences of {} tokens: the model's buffers hold {} "
+                      "tokens per micro-batch (block_size {})",
+                      B, T, N, shape_.maxT);
+  shape_.B = B;
+  shape_.T = T;
+  const int64_t C = shape_.C, NH = shape_.NH;
+  auto reshape = [&](LayerActs& a) {
+    a.qkv = a.qkv.view({B, T, 3 * C});
+    a.atty = a.atty.view({B, T, C});
+    a.lse = a.lse.view({B, NH, T});
+  };
+  for (auto& a : act_sets_) reshape(*a);
+  scratch_3c_ = scratch_3c_.view({B, T, 3 * C});
+  return Status::ok();
+}
+
 Tensor Gpt2Model::param(const Tensor& unit_tensor, int unit, const std::string& name) const {
   const ParamEntry* e = layout_.find(name);
   ZT_CHECK(e != nullptr, "no parameter named {}", name);
@@ -222,21 +247,34 @@ void Gpt2Model::load_batch(const int32_t* inputs, const int32_t* targets) {
   backend_.copy(targets_buf_.data(), targets, bytes);
 }
 
-void Gpt2Model::forward_to_logits() {
+// Note [step profile] (runtime/profile/step_profile.h): each block's forward, recompute and
+// backward is a part of the step of its own, fetching its parameters included (at stage 3 the
+// wait for their gather is comm_wait inside it); the LM head and the loss are "loss".
+void Gpt2Model::forward_blocks() {
   const int32_t* inputs = static_cast<const int32_t*>(tokens_buf_.data());
   ZT_CHECK(hooks_ != nullptr, "Gpt2Model: no state hooks set");
   const int64_t C = shape_.C;
+  ScopedStepPhase time(StepPhase::kForward);
   hooks_->begin_pass(ModelStateHooks::Pass::kForward);
-  unit0_params_ = hooks_->unit_params(0);
-  const Tensor& u0 = unit0_params_;
-  ops_.encoder_fwd(x_in(0).view({shape_.B, shape_.T, C}), inputs, param(u0, 0, "wte.weight"),
-                   param(u0, 0, "wpe.weight"));
+  {
+    ScopedMemoryPhase part(MemPhaseKind::kForwardEmbeddings);
+    unit0_params_ = hooks_->unit_params(0);
+    const Tensor& u0 = unit0_params_;
+    ops_.encoder_fwd(x_in(0).view({shape_.B, shape_.T, C}), inputs, param(u0, 0, "wte.weight"),
+                     param(u0, 0, "wpe.weight"));
+  }
   for (int l = 0; l < shape_.L; ++l) {
+    ScopedMemoryPhase part(MemPhaseKind::kForwardBlock, l);
     const int u = l + 1;
     const LayerParams p = layer_params(l, hooks_->unit_params(u));
     block_forward(p, x_in(l), x_out(l), acts_for(l), false);
     hooks_->unit_params_done(u);
   }
+}
+
+void Gpt2Model::head_forward() {
+  ScopedStepPhase time(StepPhase::kForward);
+  const Tensor& u0 = unit0_params_;
   ops_.layernorm_fwd(lnf_, lnf_mean_, lnf_rstd_, x_in(shape_.L), param(u0, 0, "ln_f.weight"),
                      param(u0, 0, "ln_f.bias"));
   ops_.matmul_fwd(logits_, lnf_, param(u0, 0, "wte.weight"), Tensor());
@@ -251,44 +289,68 @@ double Gpt2Model::sum_losses() {
 
 double Gpt2Model::forward_loss(const int32_t* inputs, const int32_t* targets) {
   load_batch(inputs, targets);
-  forward_to_logits();
-  ops_.softmax_crossentropy(losses_, Tensor(), logits_,
-                            static_cast<const int32_t*>(targets_buf_.data()), 0.0f);
+  forward_blocks();
+  {
+    ScopedMemoryPhase part(MemPhaseKind::kLoss);
+    head_forward();
+    ScopedStepPhase time(StepPhase::kForward);
+    ops_.softmax_crossentropy(losses_, Tensor(), logits_,
+                              static_cast<const int32_t*>(targets_buf_.data()), 0.0f);
+  }
   hooks_->unit_params_done(0);
   return sum_losses();
 }
 
 double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets, float dloss) {
   load_batch(inputs, targets);
-  forward_to_logits();
+  forward_blocks();
   const int32_t* dev_inputs = static_cast<const int32_t*>(tokens_buf_.data());
-  ops_.softmax_crossentropy(losses_, logits_, logits_,
-                            static_cast<const int32_t*>(targets_buf_.data()),
-                            dloss);  // dlogits in place
-  const double loss_sum = sum_losses();
-
-  hooks_->begin_pass(ModelStateHooks::Pass::kBackward);
   const Tensor u0 = unit0_params_;
-  const Tensor g0 = hooks_->unit_grads(0);
-  // LM head (tied to wte) and final LayerNorm.
-  ops_.matmul_bwd(scratch_c_, param(g0, 0, "wte.weight"), Tensor(), logits_, lnf_,
-                  param(u0, 0, "wte.weight"));
-  backend_.fill_zero(dx_.data, dx_.nbytes());
-  ops_.layernorm_bwd(dx_, param(g0, 0, "ln_f.weight"), param(g0, 0, "ln_f.bias"), scratch_c_,
-                     x_in(shape_.L), param(u0, 0, "ln_f.weight"), lnf_mean_, lnf_rstd_);
+  Tensor g0;
+  double loss_sum = 0.0;
+  {
+    ScopedMemoryPhase part(MemPhaseKind::kLoss);
+    head_forward();
+    {
+      ScopedStepPhase time(StepPhase::kForward);
+      ops_.softmax_crossentropy(losses_, logits_, logits_,
+                                static_cast<const int32_t*>(targets_buf_.data()),
+                                dloss);  // dlogits in place
+      loss_sum = sum_losses();
+    }
+    ScopedStepPhase time(StepPhase::kBackward);
+    hooks_->begin_pass(ModelStateHooks::Pass::kBackward);
+    g0 = hooks_->unit_grads(0);
+    // LM head (tied to wte) and final LayerNorm.
+    ops_.matmul_bwd(scratch_c_, param(g0, 0, "wte.weight"), Tensor(), logits_, lnf_,
+                    param(u0, 0, "wte.weight"));
+    backend_.fill_zero(dx_.data, dx_.nbytes());
+    ops_.layernorm_bwd(dx_, param(g0, 0, "ln_f.weight"), param(g0, 0, "ln_f.bias"), scratch_c_,
+                       x_in(shape_.L), param(u0, 0, "ln_f.weight"), lnf_mean_, lnf_rstd_);
+  }
 
   const int L = shape_.L;
   const CheckpointPolicy policy = ckpt_.policy;
   const int n = policy == CheckpointPolicy::kEveryN ? std::max(1, ckpt_.every_n) : 1;
+  const bool recompute = policy != CheckpointPolicy::kNone;
   std::vector<LayerParams> seg_params;
   for (int l = L - 1; l >= 0;) {
     // The segment [s, l] is recomputed (if the policy drops it) and then run backward; its blocks'
-    // parameters are held from the recompute to their backward.
+    // parameters are held from the recompute to their backward. Fetching them belongs to the part
+    // that runs first: the segment's first recompute, or without one the block's backward.
     const int s = policy == CheckpointPolicy::kEveryN ? l - l % n : l;
+    std::optional<ScopedProfilePhase> part;
+    if (recompute) {
+      part.emplace(StepPhase::kRecompute, MemPhaseKind::kRecomputeBlock,
+                   policy == CheckpointPolicy::kSelective ? l : s);
+    } else {
+      part.emplace(StepPhase::kBackward, MemPhaseKind::kBackwardBlock, l);
+    }
     seg_params.clear();
     for (int j = s; j <= l; ++j) seg_params.push_back(layer_params(j, hooks_->unit_params(j + 1)));
     if (policy == CheckpointPolicy::kLayer || policy == CheckpointPolicy::kEveryN) {
       for (int j = s; j <= l; ++j) {
+        if (j > s) part.emplace(StepPhase::kRecompute, MemPhaseKind::kRecomputeBlock, j);
         // The segment's last output is already kept (and not needed again): write it to scratch.
         Tensor out = j == l ? scratch_c2_ : x_out(j);
         block_forward(seg_params[static_cast<size_t>(j - s)], x_in(j), out, acts_for(j), false);
@@ -297,6 +359,7 @@ double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets
       block_forward(seg_params.back(), x_in(l), Tensor(), acts_for(l), true);
     }
     for (int j = l; j >= s; --j) {
+      if (recompute || j != l) part.emplace(StepPhase::kBackward, MemPhaseKind::kBackwardBlock, j);
       const int u = j + 1;
       const LayerParams g = layer_params(j, hooks_->unit_grads(u));
       block_backward(seg_params[static_cast<size_t>(j - s)], g, x_in(j), acts_for(j), dx_);
@@ -305,6 +368,7 @@ double Gpt2Model::forward_backward(const int32_t* inputs, const int32_t* targets
     }
     l = s - 1;
   }
+  ScopedProfilePhase part(StepPhase::kBackward, MemPhaseKind::kBackwardEmbeddings);
   ops_.encoder_bwd(param(g0, 0, "wte.weight"), param(g0, 0, "wpe.weight"),
                    dx_.view({shape_.B, shape_.T, shape_.C}), dev_inputs);
   hooks_->unit_grads_done(0);

@@ -45,6 +45,11 @@ class Gpt2Model {
 
   const ParamLayout& layout() const { return layout_; }
   const Gpt2Shape& shape() const { return shape_; }
+
+  // Sequence-length warm-up (data.seq_len_schedule): the next micro-batches hold B sequences of T
+  // tokens with the same B*T as at create(), so every buffer keeps its size and only the views
+  // with a sequence axis change. kInvalidArgument if B*T differs or T is outside [1, block_size].
+  Status set_sequence(int B, int T);
   DType dtype() const { return dtype_; }
 
   // Where parameters and gradients come from; must be set before the first pass.
@@ -84,7 +89,9 @@ class Gpt2Model {
   void load_batch(const int32_t* inputs, const int32_t* targets);
   // The sum of losses_ (fp64, in order), read back through a host copy.
   double sum_losses();
-  void forward_to_logits();
+  // The forward up to the last block's output, then the final LayerNorm and the logits.
+  void forward_blocks();
+  void head_forward();
   // Which kept residual buffer / activation set layer l uses under the policy.
   Tensor x_in(int l) const;
   Tensor x_out(int l) const;

@@ -34,6 +34,7 @@
 
 #include "runtime/core/check.h"
 #include "runtime/offload/state_store.h"
+#include "runtime/profile/step_profile.h"
 
 namespace zt {
 namespace {
@@ -327,20 +328,28 @@ class NvmeStateStore final : public StateStore {
                       errno_text(err));
   }
 
-  // Waits until buffer b has no request in flight; false once streaming has failed.
+  // Waits until buffer b has no request in flight; false once streaming has failed. The time the
+  // step waits for the file is offload_io (Note [step profile]); the update of a chunk whose reads
+  // are already done is not.
   bool wait_buffer(int b) {
-    while (pending_[static_cast<size_t>(b)] > 0 && error_.is_ok()) reap();
+    if (pending_[static_cast<size_t>(b)] > 0 && error_.is_ok()) {
+      ScopedStepPhase io(StepPhase::kOffloadIo);
+      while (pending_[static_cast<size_t>(b)] > 0 && error_.is_ok()) reap();
+    }
     return error_.is_ok();
   }
 
   // Waits for every request in the kernel; after an error, their results are dropped.
   void drain() {
+    if (in_flight_ == 0) return;
+    ScopedStepPhase io(StepPhase::kOffloadIo);
     while (in_flight_ > 0) reap();
   }
 
   // Synchronous transfer of [offset, offset + bytes) of the file, whole sectors, into or out of
   // the stream buffers.
   Status transfer(bool is_write, int64_t offset, int64_t bytes, char* buf, size_t array) {
+    ScopedStepPhase io(StepPhase::kOffloadIo);
     int64_t done = 0;
     while (done < bytes) {
       const auto len = static_cast<size_t>(bytes - done);

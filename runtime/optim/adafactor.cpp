@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "runtime/optim/optimizer_impls.h"
+#include "runtime/profile/step_profile.h"
 
 namespace zt::optim_impl {
 namespace {
@@ -300,7 +301,10 @@ class Adafactor final : public Optimizer {
   Status all_reduce(std::vector<float>& host, Buffer& buf, Communicator& comm) {
     const size_t bytes = host.size() * sizeof(float);
     comm_backend_.copy(buf.data(), host.data(), bytes);
-    ZT_RETURN_IF_ERROR(comm.all_reduce(buf.as(DType::kF32, {static_cast<int64_t>(host.size())})));
+    {
+      ScopedStepPhase wait(StepPhase::kCommWait);
+      ZT_RETURN_IF_ERROR(comm.all_reduce(buf.as(DType::kF32, {static_cast<int64_t>(host.size())})));
+    }
     comm_backend_.copy(host.data(), buf.data(), bytes);
     return Status::ok();
   }

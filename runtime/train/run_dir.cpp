@@ -32,13 +32,15 @@ Result<RunDir> RunDir::open(const std::string& path) {
 }
 
 RunDir::RunDir(RunDir&& o) noexcept
-    : path_(std::move(o.path_)), metrics_(o.metrics_), events_(o.events_) {
+    : path_(std::move(o.path_)), metrics_(o.metrics_), memory_(o.memory_), events_(o.events_) {
   o.metrics_ = nullptr;
+  o.memory_ = nullptr;
   o.events_ = nullptr;
 }
 
 RunDir::~RunDir() {
   if (metrics_) std::fclose(metrics_);
+  if (memory_) std::fclose(memory_);
   if (events_) std::fclose(events_);
 }
 
@@ -74,7 +76,28 @@ bool progress_due(int64_t step, int64_t total, int64_t steps_per_print) {
   return step == 1 || step == total || step % std::max<int64_t>(1, steps_per_print) == 0;
 }
 
-std::string metrics_json(const StepResult& r, const std::vector<MemorySnapshot>& per_rank) {
+bool memory_timeline_due(int64_t step, int64_t total, int64_t steps_per_print) {
+  return step == 2 || progress_due(step, total, steps_per_print);
+}
+
+namespace {
+
+nlohmann::ordered_json phase_times(const StepTimes& ms) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (size_t p = 0; p < kNumStepPhases; ++p) j[step_phase_name(static_cast<StepPhase>(p))] = ms[p];
+  return j;
+}
+
+nlohmann::ordered_json category_bytes(const std::array<int64_t, kNumMemCategories>& bytes) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (size_t c = 0; c < kNumMemCategories; ++c)
+    j[mem_category_name(static_cast<MemCategory>(c))] = bytes[c];
+  return j;
+}
+
+}  // namespace
+
+std::string metrics_json(const StepResult& r, const std::vector<RankStepMetrics>& per_rank) {
   nlohmann::ordered_json j;
   j["step"] = r.step;
   j["loss"] = r.loss;
@@ -96,19 +119,79 @@ std::string metrics_json(const StepResult& r, const std::vector<MemorySnapshot>&
     nlohmann::ordered_json m;
     m["rank"] = rank;
     for (size_t c = 0; c < kNumMemCategories; ++c)
-      m[mem_category_name(static_cast<MemCategory>(c))] = per_rank[rank].peak[c];
-    m["total"] = per_rank[rank].total_peak;
+      m[mem_category_name(static_cast<MemCategory>(c))] = per_rank[rank].memory.peak[c];
+    m["total"] = per_rank[rank].memory.total_peak;
     mem.push_back(m);
   }
   j["peak_memory_bytes"] = mem;
+  // Note [step profile]: the step's time by phase (the ranks' mean, and each rank's), the bytes
+  // each rank sent and which part of the step set each of its peaks.
+  StepTimes mean{};
+  nlohmann::ordered_json by_rank = nlohmann::ordered_json::array();
+  nlohmann::ordered_json comm = nlohmann::ordered_json::array();
+  nlohmann::ordered_json phases = nlohmann::ordered_json::array();
+  for (size_t rank = 0; rank < per_rank.size(); ++rank) {
+    const RankStepMetrics& m = per_rank[rank];
+    for (size_t p = 0; p < kNumStepPhases; ++p)
+      mean[p] += m.time_ms[p] / static_cast<double>(per_rank.size());
+    nlohmann::ordered_json t;
+    t["rank"] = rank;
+    t.update(phase_times(m.time_ms));
+    by_rank.push_back(t);
+    comm.push_back({{"rank", rank}, {"bytes", m.comm_bytes}});
+    nlohmann::ordered_json ph;
+    ph["rank"] = rank;
+    for (size_t c = 0; c < kNumMemCategories; ++c)
+      ph[mem_category_name(static_cast<MemCategory>(c))] = m.peak_phase[c];
+    ph["total"] = m.total_peak_phase;
+    phases.push_back(ph);
+  }
+  j["time_ms"] = phase_times(mean);
+  j["time_ms_by_rank"] = by_rank;
+  j["comm_bytes"] = comm;
+  j["peak_phase"] = phases;
+  // Offloaded optimizer state and parameters (offload cpu/nvme): host memory and NVMe file bytes.
+  nlohmann::ordered_json offload = nlohmann::ordered_json::array();
+  for (size_t rank = 0; rank < per_rank.size(); ++rank)
+    offload.push_back({{"rank", rank},
+                       {"resident", per_rank[rank].offload_resident_bytes},
+                       {"disk", per_rank[rank].offload_disk_bytes}});
+  j["offload_bytes"] = offload;
   return j.dump();
 }
 
-Status RunDir::append_metrics(const StepResult& r, const std::vector<MemorySnapshot>& per_rank) {
+std::string memory_json(int64_t step, int rank, const MemoryPhaseRecord& record) {
+  nlohmann::ordered_json j;
+  j["step"] = step;
+  j["rank"] = rank;
+  j["phase"] = record.phase;
+  j["bytes"] = category_bytes(record.bytes);
+  j["peak_bytes"] = category_bytes(record.peak);
+  return j.dump();
+}
+
+Status RunDir::append_metrics(const StepResult& r, const std::vector<RankStepMetrics>& per_rank) {
   const std::string line = metrics_json(r, per_rank) + "\n";
   if (std::fwrite(line.data(), 1, line.size(), metrics_) != line.size() || std::fflush(metrics_))
     return make_error(StatusCode::kIoError, "writing {}/metrics.jsonl: {}", path_,
                       std::strerror(errno));
+  return Status::ok();
+}
+
+Status RunDir::append_memory(int64_t step, int rank,
+                             const std::vector<MemoryPhaseRecord>& timeline) {
+  if (timeline.empty()) return Status::ok();
+  const std::string path = (fs::path(path_) / "memory.jsonl").string();
+  if (!memory_) {
+    memory_ = std::fopen(path.c_str(), "a");
+    if (!memory_)
+      return make_error(StatusCode::kIoError, "cannot open {}: {}", path, std::strerror(errno));
+  }
+  // Flushed per rank and step, like metrics.jsonl's lines.
+  std::string lines;
+  for (const MemoryPhaseRecord& rec : timeline) lines += memory_json(step, rank, rec) + "\n";
+  if (std::fwrite(lines.data(), 1, lines.size(), memory_) != lines.size() || std::fflush(memory_))
+    return make_error(StatusCode::kIoError, "writing {}: {}", path, std::strerror(errno));
   return Status::ok();
 }
 

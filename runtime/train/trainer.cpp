@@ -79,14 +79,22 @@ Status Trainer::init() {
 Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale, bool backward) {
   const int B = static_cast<int>(cfg_.train_micro_batch_size_per_gpu);
   const int64_t G = cfg_.train_batch_size, T = cfg_.model.block_size;
+  // Note [sequence-length warm-up]: a step at a shorter length trains r = T / len times as many
+  // sequences of len tokens: the same tokens, so the loss normalisation and data position hold.
+  const int len = seq_len_at(cfg_, step_index + 1);
+  const int64_t pieces = T / len;
+  ZT_RETURN_IF_ERROR(model_->set_sequence(static_cast<int>(B * pieces), len));
   const int64_t W = comm_.world_size(), r = comm_.rank();
   const int64_t A = cfg_.gradient_accumulation_steps;
   const float dloss = static_cast<float>(loss_scale / static_cast<double>(G * T));
   double loss_sum = 0.0;
+  StepProfile* profile = current_step_profile();
   try {
     if (backward) engine_->zero_grads();
     for (int64_t a = 0; a < A; ++a) {
-      data_->fill(first_sequence(step_index) + (a * W + r) * B, B, inputs_.data(), targets_.data());
+      if (profile) profile->set_micro_batch(static_cast<int>(a));
+      data_->fill_pieces((first_sequence(step_index) + (a * W + r) * B) * pieces,
+                         static_cast<int>(B * pieces), len, inputs_.data(), targets_.data());
       if (backward) {
         engine_->begin_micro_batch(a + 1 == A);
         loss_sum += model_->forward_backward(inputs_.data(), targets_.data(), dloss);
@@ -97,12 +105,18 @@ Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale,
   } catch (const StatusError& e) {
     return e.status();
   }
+  if (profile) profile->set_micro_batch(-1);
+  // The tail of the backward: the reductions still in flight, and the loss.
+  ScopedProfilePhase reduction(StepPhase::kBackward, MemPhaseKind::kGradReduction);
   if (backward) ZT_RETURN_IF_ERROR(engine_->finish_backward());
   // The loss of the step is global: sum the ranks' partial sums. The collective works on backend
   // memory (device memory for NCCL), which the host reaches through copies.
   float v = static_cast<float>(loss_sum / static_cast<double>(G * T));
   backend_.copy(scalar_buf_.data(), &v, sizeof(v));
-  ZT_RETURN_IF_ERROR(comm_.all_reduce(scalar_buf_.as(DType::kF32, {1})));
+  {
+    ScopedStepPhase wait(StepPhase::kCommWait);
+    ZT_RETURN_IF_ERROR(comm_.all_reduce(scalar_buf_.as(DType::kF32, {1})));
+  }
   backend_.copy(&v, scalar_buf_.data(), sizeof(v));
   return static_cast<double>(v);
 }
@@ -129,6 +143,13 @@ Result<StepResult> Trainer::step() {
 Result<StepResult> Trainer::step_impl() {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
+  // Note [step profile]: the model, the engine and the state store mark their phases through this
+  // thread's active profile. It starts before reset_peaks(), so a peak the step never raises is
+  // attributed to "start of step".
+  StepProfile profile(backend_.memory(), static_cast<int>(cfg_.gradient_accumulation_steps),
+                      memory_timeline_);
+  ActiveStepProfile active(&profile);
+  profile.start(t0);
   backend_.memory().reset_peaks();
   comm_.reset_stats();
 
@@ -145,7 +166,11 @@ Result<StepResult> Trainer::step_impl() {
   ZT_ASSIGN_OR_RETURN(r.loss, run_micro_batches(step_, r.loss_scale, true));
 
   // fp16: any Inf/NaN in the scaled gradients means overflow: skip the update, shrink the scale.
-  ZT_ASSIGN_OR_RETURN(ZeroEngine::GradStats gs, engine_->grad_stats());
+  ZeroEngine::GradStats gs;
+  {
+    ScopedProfilePhase norm(StepPhase::kOptimizer, MemPhaseKind::kGradNorm);
+    ZT_ASSIGN_OR_RETURN(gs, engine_->grad_stats());
+  }
   const bool overflow = scaler_.enabled() && gs.overflow;
   r.grad_norm = overflow ? INFINITY : std::sqrt(gs.sum_squares) / r.loss_scale;
   if (!overflow && (!std::isfinite(r.grad_norm) || gs.overflow))
@@ -168,13 +193,21 @@ Result<StepResult> Trainer::step_impl() {
     p.lr = static_cast<float>(r.lr);
     p.t = applied_steps_;
     p.grad_scale = static_cast<float>(clip / r.loss_scale);
+    ScopedProfilePhase update(StepPhase::kOptimizer, MemPhaseKind::kOptimizer);
     ZT_RETURN_IF_ERROR(engine_->optimizer_step(p));
   }
   ++step_;
   backend_.synchronize();
-  r.step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  const auto t1 = Clock::now();
+  profile.finish(t1);
+  r.step_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
   r.tokens_per_s = static_cast<double>(r.tokens) / (r.step_ms / 1000.0);
   r.memory = backend_.memory().snapshot();
+  r.time_ms = profile.times_ms();
+  for (size_t c = 0; c < kNumMemCategories; ++c)
+    r.peak_phase[c] = profile.label(r.memory.peak_phase[c]);
+  r.total_peak_phase = profile.label(r.memory.total_peak_phase);
+  r.memory_timeline = profile.take_timeline();
   const StatePlacementInfo pl = engine_->placement();
   if (cfg_.zero.offload_optimizer.device != OffloadDevice::kNone) {
     r.offload_resident_bytes = pl.resident_bytes + pl.side_bytes;

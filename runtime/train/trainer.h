@@ -6,6 +6,7 @@
 // ranks) and identical everywhere.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,6 +21,7 @@
 #include "runtime/memory/memory_tracker.h"
 #include "runtime/model/gpt2.h"
 #include "runtime/optim/loss_scaler.h"
+#include "runtime/profile/step_profile.h"
 #include "runtime/zero/zero_engine.h"
 
 namespace zt {
@@ -41,6 +43,14 @@ struct StepResult {
   // device's.
   int64_t offload_resident_bytes = 0, offload_disk_bytes = 0;
   CommStats comm;  // this rank's collectives during the step
+  // Note [step profile] (runtime/profile/step_profile.h): this rank's step_ms split exclusively
+  // over the phases (they add up to step_ms), the part of the step that set each peak of `memory`
+  // ("forward block 3", "start of step", ...), and — when recorded (Trainer::set_memory_timeline)
+  // — the memory timeline, in the order the parts ended.
+  StepTimes time_ms{};
+  std::array<std::string, kNumMemCategories> peak_phase;
+  std::string total_peak_phase;
+  std::vector<MemoryPhaseRecord> memory_timeline;
 };
 
 class Trainer {
@@ -56,6 +66,9 @@ class Trainer {
 
   // Runs optimizer step number completed_steps()+1. Collective.
   Result<StepResult> step();
+  // Whether the following steps record the memory timeline (on by default). It costs a snapshot
+  // of the tracker per block and pass; off, StepResult::memory_timeline stays empty.
+  void set_memory_timeline(bool on) { memory_timeline_ = on; }
   int64_t completed_steps() const { return step_; }
 
   // Mean loss of the global batch of `step_index` (0-based), nothing updated. Collective.
@@ -115,6 +128,7 @@ class Trainer {
   int64_t data_base_step_ = 0, data_base_sequence_ = 0;
   int64_t step_ = 0;           // optimizer steps run (skipped ones included)
   int64_t applied_steps_ = 0;  // optimizer steps applied (AdamW's t, the scheduler's position)
+  bool memory_timeline_ = true;
 };
 
 }  // namespace zt

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "runtime/model/gpt2_hf.h"
+#include "runtime/profile/step_profile.h"
 
 namespace zt {
 
@@ -226,6 +227,7 @@ void ZeroEngine::convert_into(Tensor dst, bool dst_on_host, Tensor src) {
     tmp = Tensor(device_scratch(device_stage_, dst.nbytes()), dst.dtype, dst.shape);
     backend_.ops().convert(tmp, src);
   }
+  ScopedStepPhase io(StepPhase::kOffloadIo);  // offloaded state crossing host <-> device
   backend_.copy(dst.data, tmp.data, dst.nbytes());
 }
 
@@ -304,6 +306,7 @@ Status ZeroEngine::refresh_working_weights(bool converted) {
     const Tensor mine = full.slice(comm_.rank() * b.shard, (comm_.rank() + 1) * b.shard);
     works.push_back(comm_.all_gather_async(mine, full));
   }
+  ScopedStepPhase wait(StepPhase::kCommWait);
   for (auto& w : works) ZT_RETURN_IF_ERROR(w->wait());
   return Status::ok();
 }
@@ -374,15 +377,18 @@ void ZeroEngine::start_gather(int u) {
       check(st.status());
       Buffer slice = std::move(st).value();
       const size_t bytes = static_cast<size_t>(b.shard) * dtype_size(dtype_);
-      if (param_shard_.defined()) {
-        backend_.copy(slice.data(),
-                      param_shard_.slice(b.shard_offset, b.shard_offset + b.shard).data, bytes);
-      } else if (backend_.host_accessible()) {
-        check(param_store_->read(0, b.shard_offset, b.shard, slice.data()));
-      } else {
-        param_read_stage_.resize(bytes);
-        check(param_store_->read(0, b.shard_offset, b.shard, param_read_stage_.data()));
-        backend_.copy(slice.data(), param_read_stage_.data(), bytes);
+      {
+        ScopedStepPhase io(StepPhase::kOffloadIo);
+        if (param_shard_.defined()) {
+          backend_.copy(slice.data(),
+                        param_shard_.slice(b.shard_offset, b.shard_offset + b.shard).data, bytes);
+        } else if (backend_.host_accessible()) {
+          check(param_store_->read(0, b.shard_offset, b.shard, slice.data()));
+        } else {
+          param_read_stage_.resize(bytes);
+          check(param_store_->read(0, b.shard_offset, b.shard, param_read_stage_.data()));
+          backend_.copy(slice.data(), param_read_stage_.data(), bytes);
+        }
       }
       g->works.push_back(comm_.all_gather_async(slice.as(dtype_, {b.shard}), region));
       g->staging.push_back(std::move(slice));
@@ -417,6 +423,7 @@ Tensor ZeroEngine::unit_params(int u) {
   if (!gathered_[static_cast<size_t>(u)]) start_gather(u);
   Gathered& g = *gathered_[static_cast<size_t>(u)];
   if (!g.waited) {
+    ScopedStepPhase wait(StepPhase::kCommWait);
     for (auto& w : g.works) check(w->wait());
     g.works.clear();
     g.waited = true;
@@ -487,7 +494,10 @@ void ZeroEngine::drain_pending(size_t keep) {
   while (pending_.size() > keep) {
     Pending p = std::move(pending_.front());
     pending_.pop_front();
-    check(p.work->wait());
+    {
+      ScopedStepPhase wait(StepPhase::kCommWait);
+      check(p.work->wait());
+    }
     if (!p.recv.empty()) {
       // Pooled buffers may be larger than this bucket's shard: add only the shard.
       ops.add_inplace(grad_shard_.slice(p.shard_offset, p.shard_offset + p.recv_elems),
@@ -521,7 +531,10 @@ Result<ZeroEngine::GradStats> ZeroEngine::grad_stats() {
   float v[2] = {static_cast<float>(ops.sum_squares(grad_shard_)),
                 static_cast<float>(ops.count_nonfinite(grad_shard_))};
   backend_.copy(buf.data(), v, sizeof(v));
-  ZT_RETURN_IF_ERROR(comm_.all_reduce(buf.as(DType::kF32, {2})));
+  {
+    ScopedStepPhase wait(StepPhase::kCommWait);
+    ZT_RETURN_IF_ERROR(comm_.all_reduce(buf.as(DType::kF32, {2})));
+  }
   backend_.copy(v, buf.data(), sizeof(v));
   s.sum_squares = v[0];
   s.overflow = v[1] > 0.0f || !std::isfinite(v[0]);
@@ -537,6 +550,7 @@ Status ZeroEngine::optimizer_step(const OptimizerStepArgs& args) {
       ZT_ASSIGN_OR_RETURN(grad_host_,
                           host_backend_->allocate(grads.nbytes(), MemCategory::kGradients));
     }
+    ScopedStepPhase io(StepPhase::kOffloadIo);
     backend_.copy(grad_host_.data(), grads.data, grads.nbytes());
     grads = grad_host_.as(grads.dtype, grads.shape);
   }
@@ -590,7 +604,10 @@ Result<std::vector<float>> ZeroEngine::gather_master() {
   for (const PlanBucket& b : plan_.buckets)
     works.push_back(comm_.all_gather_async(master.slice(b.shard_offset, b.shard_offset + b.shard),
                                            all.slice(b.offset, b.offset + b.padded)));
-  for (auto& w : works) ZT_RETURN_IF_ERROR(w->wait());
+  {
+    ScopedStepPhase wait(StepPhase::kCommWait);
+    for (auto& w : works) ZT_RETURN_IF_ERROR(w->wait());
+  }
   backend_.copy(out.data(), all.data, static_cast<size_t>(plan_.total) * 4);
   return out;
 }

@@ -99,7 +99,7 @@ Manifest full_manifest() {
   m.trainer.scaler = {32768.0, 17, 1};
   m.trainer.next_sequence = 999;
   m.train_batch_size = 24;
-  m.data = {"/data/train.bin", DataFormat::kRawU16, true, 0x8000'0000'0000'0001ull};
+  m.data = {"/data/train.bin", DataFormat::kRawU16, true, 0x8000'0000'0000'0001ull, {}};
   m.config_yaml = "model:\n  n_layer: 3\nquote: \"a\\\"b\"\n";
   m.shards = {
       {0,

@@ -32,6 +32,7 @@
 #include "protocol/transport.h"
 #include "runtime/config/job_config.h"
 #include "runtime/memory/memory_tracker.h"
+#include "runtime/profile/step_profile.h"
 #include "runtime/zero/partition_plan.h"
 #include "tests/cpu/test_util.h"
 
@@ -186,6 +187,18 @@ StepReport step_report(int rank, int64_t step) {
   }
   r.memory_total_current = (rank + 1) * 100000;
   r.memory_total_peak = (rank + 1) * 100000 + step;
+  for (size_t p = 0; p < protocol::kNumStepPhases; ++p)
+    r.time_ms[p] = static_cast<double>((rank + 1) * static_cast<int>(p + 1));
+  r.comm_bytes = {1000 * (rank + 1), 0, 10 * step, 0, 0};
+  for (size_t c = 0; c < protocol::kNumMemCategories; ++c)
+    r.peak_phase[c] = "part " + std::to_string(c) + " of rank " + std::to_string(rank);
+  r.total_peak_phase = "backward block " + std::to_string(rank);
+  // Odd steps carry a memory timeline (the workers sample; the coordinator writes what comes).
+  if (step % 2 == 1)
+    for (int part = 0; part < 3; ++part)
+      r.memory_timeline.push_back({"part " + std::to_string(part),
+                                   {rank, part, step, 0, 0, 0},
+                                   {rank, part, step, 1, 1, 1}});
   return r;
 }
 
@@ -471,8 +484,49 @@ TEST_F(CoordinatorTest, StepReportsAggregateIntoMetricsOnceEveryRankReported) {
         EXPECT_EQ(m[name].get<int64_t>(), want.memory_peak[c]) << "rank " << rank << " " << name;
       }
       EXPECT_EQ(m["total"].get<int64_t>(), want.memory_total_peak) << "rank " << rank;
+      // Note [step profile]: each rank's time by phase, bytes sent and peak phases.
+      const nlohmann::json& t = j["time_ms_by_rank"][static_cast<size_t>(rank)];
+      const nlohmann::json& ph = j["peak_phase"][static_cast<size_t>(rank)];
+      EXPECT_EQ(t["rank"].get<int>(), rank);
+      EXPECT_EQ(ph["rank"].get<int>(), rank);
+      for (size_t p = 0; p < kNumStepPhases; ++p) {
+        const char* name = step_phase_name(static_cast<StepPhase>(p));
+        EXPECT_DOUBLE_EQ(t[name].get<double>(), want.time_ms[p]) << name;
+        // The job's line: the mean over the ranks (1x and 2x the phase's number).
+        EXPECT_DOUBLE_EQ(j["time_ms"][name].get<double>(), 1.5 * static_cast<double>(p + 1));
+      }
+      EXPECT_EQ(j["comm_bytes"][static_cast<size_t>(rank)]["rank"].get<int>(), rank);
+      EXPECT_EQ(j["comm_bytes"][static_cast<size_t>(rank)]["bytes"].get<int64_t>(),
+                1000 * (rank + 1) + 10 * step);
+      for (size_t c = 0; c < kNumMemCategories; ++c) {
+        const char* name = mem_category_name(static_cast<MemCategory>(c));
+        EXPECT_EQ(ph[name].get<std::string>(), want.peak_phase[c]);
+      }
+      EXPECT_EQ(ph["total"].get<std::string>(), want.total_peak_phase);
     }
   }
+  // memory.jsonl: the timelines of the steps that carried one, rank by rank, in the order sent.
+  std::vector<nlohmann::json> mem;
+  {
+    std::istringstream in(slurp(run_dir_ + "/memory.jsonl"));
+    for (std::string line; std::getline(in, line);) mem.push_back(nlohmann::json::parse(line));
+  }
+  ASSERT_EQ(mem.size(), 2u * 2u * 3u);  // steps 1 and 3, 2 ranks, 3 parts
+  size_t i = 0;
+  for (int64_t step : {1, 3})
+    for (int rank = 0; rank < 2; ++rank)
+      for (int part = 0; part < 3; ++part, ++i) {
+        SCOPED_TRACE("memory.jsonl line " + std::to_string(i + 1));
+        const nlohmann::json& m = mem[i];
+        EXPECT_EQ(m["step"].get<int64_t>(), step);
+        EXPECT_EQ(m["rank"].get<int>(), rank);
+        EXPECT_EQ(m["phase"].get<std::string>(), "part " + std::to_string(part));
+        EXPECT_EQ(m["bytes"]["parameters"].get<int64_t>(), rank);
+        EXPECT_EQ(m["bytes"]["gradients"].get<int64_t>(), part);
+        EXPECT_EQ(m["bytes"]["optimizer_states"].get<int64_t>(), step);
+        EXPECT_EQ(m["peak_bytes"]["workspace"].get<int64_t>(), 1);
+        EXPECT_EQ(m["bytes"].size(), kNumMemCategories);
+      }
   EXPECT_THAT(events(), HasSubstr("finished 3 steps"));
 }
 

@@ -60,7 +60,8 @@ TEST(Gpt2Reference, GradientMatchesFiniteDifferences) {
       const double lm = ref.loss(p, in.data(), tgt.data(), nullptr);
       p[i] = saved;
       const double fd = (lp - lm) / (2 * h);
-      EXPECT_NEAR(g[i], fd, 1e-7 + 1e-5 * std::fabs(fd)) << e.spec.name << "[" << i - e.offset << "]";
+      EXPECT_NEAR(g[i], fd, 1e-7 + 1e-5 * std::fabs(fd))
+          << e.spec.name << "[" << i - e.offset << "]";
       ++checked;
     }
   }
@@ -75,8 +76,8 @@ TEST(Gpt2Gradient, FastModelMatchesReference) {
   testing::write_llmc_tokens(data, testing::patterned_tokens(2000, m.vocab_size, 3));
   for (CheckpointPolicy policy : {CheckpointPolicy::kNone, CheckpointPolicy::kLayer,
                                   CheckpointPolicy::kEveryN, CheckpointPolicy::kSelective}) {
-    JobConfig cfg = testing::small_job(data, m.n_layer, m.n_embd, m.n_head, m.block_size,
-                                       m.vocab_size, B, 1);
+    JobConfig cfg =
+        testing::small_job(data, m.n_layer, m.n_embd, m.n_head, m.block_size, m.vocab_size, B, 1);
     cfg.model.seed = m.seed;
     cfg.activation_checkpointing.policy = policy;
     cfg.activation_checkpointing.every_n = 2;
@@ -117,6 +118,70 @@ TEST(Gpt2Gradient, FastModelMatchesReference) {
       EXPECT_LE(max_err, 1e-4 * max_ref + 1e-7)
           << e.spec.name << ": max |grad - ref| " << max_err << " vs max |ref| " << max_ref;
     }
+  }
+}
+
+// Sequence-length warm-up (data.seq_len_schedule): a step at half the block size trains twice as
+// many sequences of half the length. Against the reference at that shape, fed the step's full
+// sequences cut in two by hand.
+TEST(Gpt2Gradient, SequenceLengthWarmupMatchesReferenceAtTheShorterLength) {
+  testing::TempDir dir;
+  ModelConfig m = tiny_model();
+  m.block_size = 8;
+  const int B = 3, T = 8, len = 4, r = T / len;
+  const std::string data = dir.file("tokens.bin");
+  testing::write_llmc_tokens(data, testing::patterned_tokens(2000, m.vocab_size, 4));
+  for (CheckpointPolicy policy : {CheckpointPolicy::kNone, CheckpointPolicy::kLayer}) {
+    JobConfig cfg =
+        testing::small_job(data, m.n_layer, m.n_embd, m.n_head, m.block_size, m.vocab_size, B, 1);
+    cfg.model.seed = m.seed;
+    cfg.activation_checkpointing.policy = policy;
+    cfg.data.seq_len_schedule = {{1, len}};
+    auto be = make_cpu_backend();
+    auto tr = Trainer::create(cfg, *be);
+    ASSERT_TRUE(tr.is_ok()) << tr.status().to_string();
+    Trainer& t = *tr.value();
+    const double loss = *t.compute_gradients(0);
+
+    auto loader = DataLoader::open(cfg.data, cfg.model);
+    ASSERT_TRUE(loader.is_ok());
+    std::vector<int32_t> full_in(static_cast<size_t>(B * T)), full_tgt(full_in.size());
+    loader->fill(0, B, full_in.data(), full_tgt.data());
+    // Sequence i's tokens [j*len, j*len + len) become row i*r + j: the same bytes, since rows are
+    // contiguous; the reference just sees B*r rows of len.
+    const std::vector<float> w = *t.master_weights();
+    testing::Gpt2Reference ref(cfg.model, B * r, len);
+    std::vector<double> p(static_cast<size_t>(ref.layout().total), 0.0);
+    for (const ParamEntry& e : t.layout().entries) {
+      const ParamEntry* re = ref.layout().find(e.spec.name);
+      ASSERT_NE(re, nullptr) << e.spec.name;
+      for (int64_t i = 0; i < e.spec.numel(); ++i)
+        p[static_cast<size_t>(re->offset + i)] = w[static_cast<size_t>(e.offset + i)];
+    }
+    std::vector<double> g_ref;
+    const double ref_loss = ref.loss(p, full_in.data(), full_tgt.data(), &g_ref);
+    EXPECT_NEAR(loss, ref_loss, 1e-5 * ref_loss);
+    // And not what the full-length step would give: the warm-up really ran shorter sequences.
+    testing::Gpt2Reference ref_full(cfg.model, B, T);
+    EXPECT_GT(std::fabs(ref_full.loss(p, full_in.data(), full_tgt.data(), nullptr) - ref_loss),
+              1e-4 * ref_loss);
+
+    const float* g = t.grads().ptr<float>();
+    for (const ParamEntry& e : t.layout().entries) {
+      const int64_t roff = ref.layout().find(e.spec.name)->offset;
+      double max_ref = 0, max_err = 0;
+      for (int64_t i = 0; i < e.spec.numel(); ++i) {
+        const double gr = g_ref[static_cast<size_t>(roff + i)];
+        max_ref = std::max(max_ref, std::fabs(gr));
+        max_err = std::max(max_err, std::fabs(g[static_cast<size_t>(e.offset + i)] - gr));
+      }
+      EXPECT_LE(max_err, 1e-4 * max_ref + 1e-7)
+          << e.spec.name << ": max |grad - ref| " << max_err << " vs max |ref| " << max_ref;
+    }
+    // Step 2 is past the schedule: back at block_size.
+    ASSERT_TRUE(t.compute_gradients(1).is_ok());
+    EXPECT_EQ(t.model().shape().T, T);
+    EXPECT_EQ(t.model().shape().B, B);
   }
 }
 

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -90,6 +91,13 @@ std::vector<Message> sample_messages() {
   report.checkpoint_ms = 3.75;
   report.offload_resident_bytes = 12 << 20;
   report.offload_disk_bytes = int64_t{3} << 30;
+  report.time_ms = {300.25, 400.5, 50.0, 30.0, 20.0, 10.0, 1.75};
+  report.peak_phase = {"start of step", "backward block 1",   "optimizer",
+                       "start of step", "gradient reduction", "forward block 0"};
+  report.total_peak_phase = "backward block 0 (micro-batch 2)";
+  report.memory_timeline = {
+      MemoryPhase{"forward block 0", {1, 2, 3, 4, 5, 6}, {2, 3, 4, 5, 6, 7}},
+      MemoryPhase{"backward block 0", {6, 5, 4, 3, 2, 1}, {7, 6, 5, 4, 3, 2}}};
 
   CheckpointAck ack;
   ack.rank = 3;
@@ -297,6 +305,18 @@ TEST(ProtocolCodec, LargeLegitimateMessagesDecode) {
   d = decode(encode(ack));
   ASSERT_TRUE(d.is_ok()) << d.status().to_string();
   EXPECT_TRUE(d->body == Message(ack));
+
+  // The memory timeline of a sampled step of a deep model with accumulation: two micro-batches
+  // of forward, recompute and backward for 96 blocks.
+  StepReport report;
+  for (int m = 1; m <= 2; ++m)
+    for (const char* part : {"forward", "recompute", "backward"})
+      for (int l = 0; l < 96; ++l)
+        report.memory_timeline.push_back(
+            MemoryPhase{fmt::format("{} block {} (micro-batch {})", part, l, m), {1}, {2}});
+  d = decode(encode(report));
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_TRUE(d->body == Message(report));
 }
 
 TEST(ProtocolCodec, EmptyTrailingAndRaggedFramesRejected) {
@@ -358,6 +378,43 @@ TEST(ProtocolCodec, WrongCategoryListLengthRejected) {
   d = decode(to_frame(builder2));
   ASSERT_FALSE(d.is_ok());
   EXPECT_THAT(d.status().message(), HasSubstr("has 0 entries"));
+}
+
+// A StepReport built by hand with every per-category and per-phase list whole, except the one
+// `broken` names, which gets 2 entries.
+std::string step_report_frame(const std::string& broken) {
+  capnp::MallocMessageBuilder builder;
+  auto env = builder.initRoot<wire::Envelope>();
+  env.setVersion(kProtocolVersion);
+  auto report = env.initBody().initStepReport();
+  report.initMemoryCurrent(kNumMemCategories);
+  report.initMemoryPeak(kNumMemCategories);
+  report.initCommBytes(kNumCollectives);
+  report.initCommCalls(kNumCollectives);
+  report.initTimeMs(broken == "timeMs" ? 2 : kNumStepPhases);
+  report.initPeakPhase(broken == "peakPhase" ? 2 : kNumMemCategories);
+  auto part = report.initMemoryTimeline(1)[0];
+  part.setPhase("loss");
+  part.initBytes(broken == "bytes" ? 2 : kNumMemCategories);
+  part.initPeakBytes(broken == "peakBytes" ? 2 : kNumMemCategories);
+  return to_frame(builder);
+}
+
+TEST(ProtocolCodec, WrongStepProfileListLengthRejected) {
+  Result<DecodedMessage> d = decode(step_report_frame(""));
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  ASSERT_EQ(d->as<StepReport>()->memory_timeline.size(), 1u);
+  EXPECT_EQ(d->as<StepReport>()->memory_timeline[0].phase, "loss");
+  for (const auto& [broken, message] : std::vector<std::pair<std::string, std::string>>{
+           {"timeMs", "StepReport.timeMs has 2 entries, expected 7"},
+           {"peakPhase", "StepReport.peakPhase has 2 entries, expected 6"},
+           {"bytes", "StepReport.memoryTimeline.bytes has 2 entries, expected 6"},
+           {"peakBytes", "StepReport.memoryTimeline.peakBytes has 2 entries, expected 6"}}) {
+    d = decode(step_report_frame(broken));
+    ASSERT_FALSE(d.is_ok()) << broken;
+    EXPECT_EQ(d.status().code(), StatusCode::kDataError);
+    EXPECT_THAT(d.status().message(), HasSubstr(message));
+  }
 }
 
 TEST(ProtocolCodec, EveryTruncationIsAnError) {

@@ -100,8 +100,9 @@ cats = ["parameters", "gradients", "optimizer_states", "activations", "communica
 steps = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
 assert len(steps) >= 2, len(steps)
 for s in steps:
+    offload = {o["rank"]: o["resident"] for o in s["offload_bytes"]}
     for r in s["peak_memory_bytes"]:
-        used = sum(r[c] for c in cats) + r.get("offload_resident_bytes", 0)
+        used = sum(r[c] for c in cats) + offload[r["rank"]]
         assert used <= budget, f"step {s['step']} rank {r['rank']}: {used} > budget {budget}"
 print(f"auto chose stage {stage}, offload {offload}, micro {micro} x {acc}; peaks within {budget}")
 PY

@@ -137,6 +137,11 @@ class MessageGen {
     m.comm_busy_ms = f64();
     m.comm_blocked_ms = f64();
     m.checkpoint_ms = f64();
+    for (auto& t : m.time_ms) t = f64();
+    for (auto& p : m.peak_phase) p = text();
+    m.total_peak_phase = text();
+    m.memory_timeline.resize(below(8));
+    for (auto& p : m.memory_timeline) p = MemoryPhase{text(), mem(), mem()};
     return m;
   }
   Command command() {

@@ -165,6 +165,10 @@ std::vector<Case> cases() {
        "optimizer: {{type: Adafactor, params: {{lr: 1.0e-3, relative_step: false, beta1: 0.9}}}}"});
   out.push_back({"tiny_stage1_lion_bf16", "tiny", 1,
                  "bf16: {{enabled: true}}\noptimizer: {{type: Lion, params: {{lr: 1.0e-4}}}}"});
+  // Sequence-length warm-up: step 1 at a quarter of block_size with 4x the sequences, step 2 at
+  // full length; the estimate (at block_size) holds for both.
+  out.push_back({"tiny_stage2_seq_len_warmup", "tiny", 2,
+                 "data: {{seq_len_schedule: [{{until_step: 1, seq_len: 32}}]}}"});
   return out;
 }
 
