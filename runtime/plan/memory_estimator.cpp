@@ -82,7 +82,9 @@ class PoolSimulation {
         slices_(plan.units.size()),
         unit_grad_(plan.units.size(), -1) {}
 
-  void run_micro_batch() {
+  // `last`: the step's last micro-batch, after which the trainer waits for every reduction still
+  // in flight (ZeroEngine::finish_backward); between micro-batches they stay in flight.
+  void run_micro_batch(bool last) {
     const int L = cfg_.model.n_layer;
     forward_ = true;
     acquire(0);
@@ -108,7 +110,7 @@ class PoolSimulation {
     }
     grad_done(0);
     release(0);
-    drain(0);
+    if (last) drain(0);
   }
 
   int64_t params_held() const { return param_pool_.held() + slice_pool_.held(); }
@@ -425,9 +427,11 @@ Result<MemoryEstimate> estimate_memory(const JobConfig& cfg, int world, int rank
   }
   if (stage >= 2) {
     PoolSimulation sim(cfg, plan, d, stage_slices);
-    // Two micro-batches: the second runs with the pools the first left, as every later one does.
-    sim.run_micro_batch();
-    sim.run_micro_batch();
+    // Two steps of up to three micro-batches (first, middle, last): every later micro-batch finds
+    // the pools a middle one left, and every later step the pools of the second.
+    const int64_t A = std::max<int64_t>(1, cfg.gradient_accumulation_steps);
+    for (int step = 0; step < 2; ++step)
+      for (int64_t a = std::max<int64_t>(0, A - 3); a < A; ++a) sim.run_micro_batch(a + 1 == A);
     dev[cat(MemCategory::kParameters)] += sim.params_held();
     dev[cat(MemCategory::kGradients)] += sim.grads_held();
     dev[cat(MemCategory::kCommunication)] += sim.recv_held();

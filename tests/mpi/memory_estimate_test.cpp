@@ -165,6 +165,14 @@ std::vector<Case> cases() {
        "optimizer: {{type: Adafactor, params: {{lr: 1.0e-3, relative_step: false, beta1: 0.9}}}}"});
   out.push_back({"tiny_stage1_lion_bf16", "tiny", 1,
                  "bf16: {{enabled: true}}\noptimizer: {{type: Lion, params: {{lr: 1.0e-4}}}}"});
+  // Gradient accumulation: reductions still in flight between micro-batches hold buffers.
+  out.push_back({"tiny_stage3_accum4_layer", "tiny", 3,
+                 "train_micro_batch_size_per_gpu: 2\ngradient_accumulation_steps: 4\n"
+                 "activation_checkpointing: {{policy: layer}}\n"
+                 "zero_optimization: {{stage3_prefetch_bucket_size: 1, "
+                 "stage3_param_persistence_threshold: 0}}"});
+  out.push_back({"tiny_stage2_accum3_overlap", "tiny", 2,
+                 "gradient_accumulation_steps: 3\nzero_optimization: {{overlap_comm: true}}"});
   // Sequence-length warm-up: step 1 at a quarter of block_size with 4x the sequences, step 2 at
   // full length; the estimate (at block_size) holds for both.
   out.push_back({"tiny_stage2_seq_len_warmup", "tiny", 2,
