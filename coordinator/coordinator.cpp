@@ -308,12 +308,37 @@ MemoryBudget Coordinator::budget_from_workers() const {
 }
 
 Status Coordinator::send_plans() {
+  MemoryBudget budget = budget_from_workers();
   if (cfg_.autos.any()) {
-    ZT_ASSIGN_OR_RETURN(AutoDecision d, resolve_auto(cfg_, world_, budget_from_workers(), {}));
-    auto_reasons_ = d.reasons;
-    for (const std::string& line : d.reasons) event(line);
+    ZT_ASSIGN_OR_RETURN(AutoDecision d, resolve_auto(cfg_, world_, budget, {}));
+    plan_notes_ = d.reasons;
   }
   ZT_RETURN_IF_ERROR(resolve_batch_sizes(cfg_, world_));
+  // Every plan gets its memory estimate (the estimator `auto` uses), against what the workers
+  // reported or memory_budget: a plan over it is worth a warning before the first step, not an
+  // error — the reports are what was free at registration, not a hard limit.
+  if (cfg_.memory_budget > 0) {
+    budget.device_bytes = cfg_.memory_budget;
+    budget.source = "memory_budget in the config";
+  }
+  if (auto est = estimate_memory_max(cfg_, world_); est.is_ok()) {
+    const bool cpu = cfg_.backend == BackendKind::kCpu;
+    const int64_t need = est->device_total() + (cpu ? est->host_total() : 0);
+    std::string line = fmt::format("memory estimate: {} per rank at its peak{}", bytes_text(need),
+                                   cpu || est->host_total() == 0
+                                       ? ""
+                                       : fmt::format(", and {} of host memory for offloaded state",
+                                                     bytes_text(est->host_total())));
+    if (budget.device_bytes > 0)
+      line += fmt::format(" of {} ({})", bytes_text(budget.device_bytes), budget.source);
+    plan_notes_.push_back(line);
+    if (budget.device_bytes > 0 && need > budget.device_bytes)
+      plan_notes_.push_back(fmt::format(
+          "warning: the estimate exceeds the memory available per rank by {}: the job may run out "
+          "of memory (see ztctl estimate for combinations that fit)",
+          bytes_text(need - budget.device_bytes)));
+  }
+  for (const std::string& line : plan_notes_) event(line);
   ZT_ASSIGN_OR_RETURN(PartitionPlan plan, make_partition_plan(cfg_.model, cfg_.zero, world_));
   ZT_RETURN_IF_ERROR(run_dir_->write_resolved_config(cfg_));
   protocol::Plan msg;
@@ -487,10 +512,11 @@ protocol::CtlReply Coordinator::status_reply() const {
     rep.message = failure_;
   else if (plan_)
     rep.message = plan_->summary();
-  // Why the `auto` keys got their values (Note [auto plan]), above the plan.
-  if (!auto_reasons_.empty() && failure_.empty()) {
+  // Why the `auto` keys got their values (Note [auto plan]) and the memory estimate, above the
+  // plan.
+  if (!plan_notes_.empty() && failure_.empty()) {
     std::string why;
-    for (const std::string& line : auto_reasons_) why += line + "\n";
+    for (const std::string& line : plan_notes_) why += line + "\n";
     rep.message = why + rep.message;
   }
   return rep;

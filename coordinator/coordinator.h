@@ -110,7 +110,9 @@ class Coordinator {
   int world_ = 0;
   std::vector<Rank> ranks_;
   std::optional<PartitionPlan> plan_;
-  std::vector<std::string> auto_reasons_;  // why the `auto` keys got their values
+  // Why the `auto` keys got their values, and the plan's memory estimate (events.log, ztctl
+  // status).
+  std::vector<std::string> plan_notes_;
   // Step reports waiting for the other ranks: step -> per-rank report.
   std::map<int64_t, std::vector<std::optional<protocol::StepReport>>> pending_steps_;
   int64_t completed_step_ = 0;

@@ -160,13 +160,7 @@ Result<MemoryView> load_memory_view(const std::string& run_dir, std::optional<in
   v.run_dir = run_dir;
   const fs::path dir(run_dir);
   std::error_code ec;
-  if (!fs::is_directory(dir, ec))
-    return make_error(StatusCode::kNotFound, "run directory '{}' does not exist", run_dir);
-  const fs::path metrics = dir / "metrics.jsonl";
-  if (!fs::exists(metrics, ec))
-    return make_error(StatusCode::kNotFound,
-                      "{} not found: is '{}' a run directory, and has its job finished a step?",
-                      metrics.string(), run_dir);
+  ZT_ASSIGN_OR_RETURN(const fs::path metrics, run_metrics_path(run_dir));
 
   // The chosen step's line (the last record of it: a resumed run repeats steps), or the last step.
   Json chosen;

@@ -932,9 +932,7 @@ double sum_of(const std::vector<StepRecord>& st, double StepRecord::*field) {
 
 }  // namespace
 
-Result<RunReport> load_run_report(const std::string& run_dir) {
-  RunReport r;
-  r.run_dir = run_dir;
+Result<std::string> run_metrics_path(const std::string& run_dir) {
   const fs::path dir(run_dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
@@ -944,6 +942,15 @@ Result<RunReport> load_run_report(const std::string& run_dir) {
     return make_error(StatusCode::kNotFound,
                       "{} not found: is '{}' a run directory, and has its job finished a step?",
                       metrics.string(), run_dir);
+  return metrics.string();
+}
+
+Result<RunReport> load_run_report(const std::string& run_dir) {
+  RunReport r;
+  r.run_dir = run_dir;
+  const fs::path dir(run_dir);
+  std::error_code ec;
+  ZT_ASSIGN_OR_RETURN(const fs::path metrics, run_metrics_path(run_dir));
   ZT_ASSIGN_OR_RETURN(
       std::vector<StepRecord> steps,
       read_jsonl<StepRecord>(

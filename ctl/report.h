@@ -109,6 +109,10 @@ struct RunReport {
   std::vector<std::string> notes;
 };
 
+// RUN_DIR/metrics.jsonl, or an error saying what is missing (the folder, or the file: no step
+// finished yet). Every reader of a run directory starts here.
+Result<std::string> run_metrics_path(const std::string& run_dir);
+
 // Reads DIR. Errors: no metrics.jsonl, an empty one, a malformed line (file:line: why), a
 // required field missing or of the wrong type.
 Result<RunReport> load_run_report(const std::string& run_dir);

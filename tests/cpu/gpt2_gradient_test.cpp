@@ -36,6 +36,37 @@ std::vector<double> init_params(const ParamLayout& layout, uint64_t seed) {
   return std::vector<double>(f.begin(), f.end());
 }
 
+// The trainer's master weights in the reference's own (inventory-order) layout, by name.
+std::vector<double> reference_params(Trainer& t, const testing::Gpt2Reference& ref) {
+  const std::vector<float> w = *t.master_weights();
+  std::vector<double> p(static_cast<size_t>(ref.layout().total), 0.0);
+  for (const ParamEntry& e : t.layout().entries) {
+    const ParamEntry* re = ref.layout().find(e.spec.name);
+    EXPECT_NE(re, nullptr) << e.spec.name;
+    if (re == nullptr) continue;
+    for (int64_t i = 0; i < e.spec.numel(); ++i)
+      p[static_cast<size_t>(re->offset + i)] = w[static_cast<size_t>(e.offset + i)];
+  }
+  return p;
+}
+
+// Every parameter's gradient within 1e-4 of the reference's largest for that tensor.
+void expect_grads_match(Trainer& t, const testing::Gpt2Reference& ref,
+                        const std::vector<double>& g_ref) {
+  const float* g = t.grads().ptr<float>();
+  for (const ParamEntry& e : t.layout().entries) {
+    const int64_t roff = ref.layout().find(e.spec.name)->offset;
+    double max_ref = 0, max_err = 0;
+    for (int64_t i = 0; i < e.spec.numel(); ++i) {
+      const double gr = g_ref[static_cast<size_t>(roff + i)];
+      max_ref = std::max(max_ref, std::fabs(gr));
+      max_err = std::max(max_err, std::fabs(g[static_cast<size_t>(e.offset + i)] - gr));
+    }
+    EXPECT_LE(max_err, 1e-4 * max_ref + 1e-7)
+        << e.spec.name << ": max |grad - ref| " << max_err << " vs max |ref| " << max_ref;
+  }
+}
+
 TEST(Gpt2Reference, GradientMatchesFiniteDifferences) {
   const ModelConfig m = tiny_model();
   const int B = 2, T = 7;
@@ -92,32 +123,13 @@ TEST(Gpt2Gradient, FastModelMatchesReference) {
     ASSERT_TRUE(loader.is_ok());
     std::vector<int32_t> in(static_cast<size_t>(B * T)), tgt(in.size());
     loader->fill(0, B, in.data(), tgt.data());
-    // The reference keeps its own (inventory-order) layout: map every parameter by name.
-    const std::vector<float> w = *t.master_weights();
     testing::Gpt2Reference ref(cfg.model, B, T);
-    std::vector<double> p(static_cast<size_t>(ref.layout().total), 0.0);
-    for (const ParamEntry& e : t.layout().entries) {
-      const ParamEntry* re = ref.layout().find(e.spec.name);
-      ASSERT_NE(re, nullptr) << e.spec.name;
-      for (int64_t i = 0; i < e.spec.numel(); ++i)
-        p[static_cast<size_t>(re->offset + i)] = w[static_cast<size_t>(e.offset + i)];
-    }
+    const std::vector<double> p = reference_params(t, ref);
     std::vector<double> g_ref;
     const double ref_loss = ref.loss(p, in.data(), tgt.data(), &g_ref);
     EXPECT_NEAR(loss, ref_loss, 1e-5 * ref_loss);
 
-    const float* g = t.grads().ptr<float>();
-    for (const ParamEntry& e : t.layout().entries) {
-      const int64_t roff = ref.layout().find(e.spec.name)->offset;
-      double max_ref = 0, max_err = 0;
-      for (int64_t i = 0; i < e.spec.numel(); ++i) {
-        const double gr = g_ref[static_cast<size_t>(roff + i)];
-        max_ref = std::max(max_ref, std::fabs(gr));
-        max_err = std::max(max_err, std::fabs(g[static_cast<size_t>(e.offset + i)] - gr));
-      }
-      EXPECT_LE(max_err, 1e-4 * max_ref + 1e-7)
-          << e.spec.name << ": max |grad - ref| " << max_err << " vs max |ref| " << max_ref;
-    }
+    expect_grads_match(t, ref, g_ref);
   }
 }
 
@@ -149,15 +161,8 @@ TEST(Gpt2Gradient, SequenceLengthWarmupMatchesReferenceAtTheShorterLength) {
     loader->fill(0, B, full_in.data(), full_tgt.data());
     // Sequence i's tokens [j*len, j*len + len) become row i*r + j: the same bytes, since rows are
     // contiguous; the reference just sees B*r rows of len.
-    const std::vector<float> w = *t.master_weights();
     testing::Gpt2Reference ref(cfg.model, B * r, len);
-    std::vector<double> p(static_cast<size_t>(ref.layout().total), 0.0);
-    for (const ParamEntry& e : t.layout().entries) {
-      const ParamEntry* re = ref.layout().find(e.spec.name);
-      ASSERT_NE(re, nullptr) << e.spec.name;
-      for (int64_t i = 0; i < e.spec.numel(); ++i)
-        p[static_cast<size_t>(re->offset + i)] = w[static_cast<size_t>(e.offset + i)];
-    }
+    const std::vector<double> p = reference_params(t, ref);
     std::vector<double> g_ref;
     const double ref_loss = ref.loss(p, full_in.data(), full_tgt.data(), &g_ref);
     EXPECT_NEAR(loss, ref_loss, 1e-5 * ref_loss);
@@ -166,18 +171,7 @@ TEST(Gpt2Gradient, SequenceLengthWarmupMatchesReferenceAtTheShorterLength) {
     EXPECT_GT(std::fabs(ref_full.loss(p, full_in.data(), full_tgt.data(), nullptr) - ref_loss),
               1e-4 * ref_loss);
 
-    const float* g = t.grads().ptr<float>();
-    for (const ParamEntry& e : t.layout().entries) {
-      const int64_t roff = ref.layout().find(e.spec.name)->offset;
-      double max_ref = 0, max_err = 0;
-      for (int64_t i = 0; i < e.spec.numel(); ++i) {
-        const double gr = g_ref[static_cast<size_t>(roff + i)];
-        max_ref = std::max(max_ref, std::fabs(gr));
-        max_err = std::max(max_err, std::fabs(g[static_cast<size_t>(e.offset + i)] - gr));
-      }
-      EXPECT_LE(max_err, 1e-4 * max_ref + 1e-7)
-          << e.spec.name << ": max |grad - ref| " << max_err << " vs max |ref| " << max_ref;
-    }
+    expect_grads_match(t, ref, g_ref);
     // Step 2 is past the schedule: back at block_size.
     ASSERT_TRUE(t.compute_gradients(1).is_ok());
     EXPECT_EQ(t.model().shape().T, T);

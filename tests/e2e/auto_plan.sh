@@ -85,6 +85,8 @@ wait_exit "$MPID" 60
 grep -q "auto (.*): chose stage" "$T/run/events.log" || fail "events.log has no auto decision"
 grep -q "auto: it needs .* of the budget" "$T/run/events.log" || fail "events.log has no budget line"
 grep -q "auto: faster but does not fit" "$T/run/events.log" || fail "events.log names no rejected option"
+grep -q "memory estimate: .* per rank at its peak of .* (memory_budget in the config)" \
+  "$T/run/events.log" || fail "events.log has no memory estimate of the plan"
 if grep -q ": auto" "$T/run/config.resolved.yaml"; then fail "config.resolved.yaml still holds auto"; fi
 grep -q "^train_batch_size: 4$" "$T/run/config.resolved.yaml" || fail "train_batch_size changed"
 "$PY" - "$T/run" "$BUDGET" <<'PY' || fail "resolved plan or measured memory wrong"
