@@ -86,6 +86,8 @@ int run_estimate(const EstimateArgs& args, std::ostream& out, std::ostream& err)
   std::string auto_error;
   if (cfg.autos.any()) {
     JobConfig copy = cfg;
+    // --device-mem wins over memory_budget, for the table and the choice alike.
+    if (!args.device_mem.empty()) copy.memory_budget = 0;
     MemoryBudget b = budget;
     auto d = resolve_auto(copy, args.world, b, opt);
     if (d.is_ok())

@@ -461,7 +461,8 @@ Result<std::vector<std::string>> check_resume_compatible(const Manifest& m, cons
        cfg.scheduler.type.empty() ? "(none)" : cfg.scheduler.type);
   const char* dtype = cfg.bf16.enabled ? "bf16" : cfg.fp16.enabled ? "fp16" : "fp32";
   note("precision", m.dtype, dtype);
-  note("zero_optimization.stage", m.zero_stage, cfg.zero.stage);
+  // A stage left `auto` is chosen later, when the workers have registered.
+  if (!cfg.autos.stage) note("zero_optimization.stage", m.zero_stage, cfg.zero.stage);
   if (cfg.train_batch_size > 0) note("train_batch_size", m.train_batch_size, cfg.train_batch_size);
   note("data.path", m.data.path, cfg.data.path);
   note("data.shuffle", m.data.shuffle, cfg.data.shuffle);

@@ -115,10 +115,15 @@ Result<std::vector<PlanCandidate>> evaluate_plans(const JobConfig& cfg, int worl
   const ZeroConfig& z = cfg.zero;
   const bool vary_stage = every_combination || cfg.autos.stage;
   const bool vary_policy = every_combination || cfg.autos.checkpoint_policy;
-  if (cfg.autos.micro_batch && cfg.train_batch_size % world != 0)
+  // Batch sizes resolved first (resolve_batch_sizes): train_batch_size is what every choice keeps.
+  if (cfg.train_batch_size <= 0 || cfg.train_batch_size % world != 0 ||
+      (!cfg.autos.micro_batch &&
+       (cfg.train_micro_batch_size_per_gpu <= 0 ||
+        cfg.train_batch_size % (cfg.train_micro_batch_size_per_gpu * world) != 0)))
     return make_error(StatusCode::kInvalidArgument,
-                      "train_batch_size {} does not split over {} ranks", cfg.train_batch_size,
-                      world);
+                      "batch sizes not resolved for {} ranks (train_batch_size {}, "
+                      "train_micro_batch_size_per_gpu {})",
+                      world, cfg.train_batch_size, cfg.train_micro_batch_size_per_gpu);
 
   std::vector<int> stages = {z.stage};
   if (vary_stage) stages = {0, 1, 2, 3};
@@ -158,15 +163,14 @@ Result<std::vector<PlanCandidate>> evaluate_plans(const JobConfig& cfg, int worl
       for (const auto& [policy, every] : policies)
         for (int64_t micro : micros) {
           PlanCandidate c;
+          // The global batch is fixed: the accumulation follows the micro-batch.
           c.choice = {stage,
                       off.optimizer,
                       off.param,
                       policy,
                       every,
                       micro,
-                      cfg.train_batch_size > 0 && cfg.autos.micro_batch
-                          ? cfg.train_batch_size / (micro * world)
-                          : std::max<int64_t>(cfg.gradient_accumulation_steps, 1)};
+                      cfg.train_batch_size / (micro * world)};
           const JobConfig concrete = apply_plan_choice(cfg, c.choice, world);
           ZT_ASSIGN_OR_RETURN(c.estimate, estimate_memory_max(concrete, world, options));
           const bool cpu = cfg.backend == BackendKind::kCpu;
@@ -208,6 +212,8 @@ Result<AutoDecision> resolve_auto(JobConfig& cfg, int world, MemoryBudget budget
                       "rank, e.g. 16GiB); the workers reported none");
   ZT_ASSIGN_OR_RETURN(std::vector<PlanCandidate> plans,
                       evaluate_plans(cfg, world, budget, options, false));
+  if (plans.empty())
+    return make_error(StatusCode::kInvalidArgument, "auto: no combination to choose from");
   auto it = std::find_if(plans.begin(), plans.end(), [](const PlanCandidate& c) { return c.fits; });
   if (it == plans.end()) {
     const auto smallest = std::min_element(plans.begin(), plans.end(),

@@ -49,6 +49,8 @@ int64_t store_chunk(int64_t buffer_elements, int64_t n) {
 class Pool {
  public:
   // Returns the size of the buffer taken.
+  // Best fit against the request; a buffer's size is the allocation's, rounded up to the
+  // granule (Buffer::bytes()), as the engine compares them.
   int64_t take(int64_t bytes) {
     auto it = free_.lower_bound(bytes);
     if (it != free_.end()) {
@@ -57,7 +59,7 @@ class Pool {
       return got;
     }
     held_ += buf(bytes);
-    return bytes;
+    return buf(bytes);
   }
   void put(int64_t bytes) { free_.insert(bytes); }
   int64_t held() const { return held_; }
@@ -412,9 +414,7 @@ Result<MemoryEstimate> estimate_memory(const JobConfig& cfg, int world, int rank
       e.nvme_bytes += (S + chunk - 1) / chunk * chunk * d;
       stage_slices = true;
       // Master weights become working weights a chunk at a time through host scratch.
-      const int64_t master_chunk = off == OffloadDevice::kNvme
-                                       ? store_chunk(cfg.zero.offload_optimizer.buffer_size, S)
-                                       : store_chunk(cfg.zero.offload_optimizer.buffer_size, S);
+      const int64_t master_chunk = store_chunk(cfg.zero.offload_optimizer.buffer_size, S);
       host[cat(MemCategory::kWorkspace)] += buf(std::min({chunk, master_chunk, S}) * d);
     } else if (offp == OffloadDevice::kCpu) {
       host[cat(MemCategory::kParameters)] += buf(S * d);
@@ -427,20 +427,29 @@ Result<MemoryEstimate> estimate_memory(const JobConfig& cfg, int world, int rank
   }
   if (stage >= 2) {
     PoolSimulation sim(cfg, plan, d, stage_slices);
-    // Two steps of up to three micro-batches (first, middle, last): every later micro-batch finds
-    // the pools a middle one left, and every later step the pools of the second.
+    // Steps of first, middle and last micro-batch (the middle ones all alike) until the pools stop
+    // growing: best-fit reuse reaches its fixed point within a step or two; the cap only guards.
     const int64_t A = std::max<int64_t>(1, cfg.gradient_accumulation_steps);
-    for (int step = 0; step < 2; ++step)
+    int64_t held = -1;
+    for (int step = 0; step < 16; ++step) {
       for (int64_t a = std::max<int64_t>(0, A - 3); a < A; ++a) sim.run_micro_batch(a + 1 == A);
+      const int64_t now = sim.params_held() + sim.grads_held() + sim.recv_held();
+      if (now == held) break;
+      held = now;
+    }
     dev[cat(MemCategory::kParameters)] += sim.params_held();
     dev[cat(MemCategory::kGradients)] += sim.grads_held();
     dev[cat(MemCategory::kCommunication)] += sim.recv_held();
   }
-  // Device staging of offloaded state (Note [device memory]): converted chunks of the master
-  // weights on their way to the working weights.
-  if (stage_state) {
+  // Conversions of master-weight chunks into working weights across memories (Note [device
+  // memory], ZeroEngine::convert_into): on the side of the source, only when the dtype changes.
+  if (!host_accessible && !fp32) {
     const int64_t chunk = store_chunk(cfg.zero.offload_optimizer.buffer_size, owned);
-    host[cat(MemCategory::kWorkspace)] += buf(chunk * d);
+    // Offloaded state converts in host scratch before the copy to the device.
+    if (stage_state) host[cat(MemCategory::kWorkspace)] += buf(chunk * d);
+    // Device state, stage-3 parameters in host memory: device scratch before the copy out.
+    if (!state_on_host && stage == 3 && offp != OffloadDevice::kNone)
+      dev[cat(MemCategory::kWorkspace)] += buf(std::min(chunk, owned) * d);
   }
 
   // ---- activations ----

@@ -43,6 +43,15 @@ Status Trainer::init() {
                       "config says backend: {} but this worker runs the {} backend ({})",
                       name(cfg_.backend), name(runs), backend_.name());
   }
+  // `auto` is the coordinator's to resolve (runtime/plan/auto_plan.h): running it as parsed would
+  // silently train stage 0 without checkpointing.
+  if (cfg_.autos.any())
+    return make_error(StatusCode::kInvalidArgument,
+                      "the config leaves {} to `auto`, which zt-coordinator resolves when the "
+                      "workers register; run under a coordinator, or give the value",
+                      cfg_.autos.stage         ? "zero_optimization.stage"
+                      : cfg_.autos.micro_batch ? "train_micro_batch_size_per_gpu"
+                                               : "activation_checkpointing.policy");
   const int64_t W = comm_.world_size();
   if (cfg_.train_micro_batch_size_per_gpu <= 0 || cfg_.gradient_accumulation_steps <= 0 ||
       cfg_.train_batch_size !=
@@ -81,7 +90,8 @@ Result<double> Trainer::run_micro_batches(int64_t step_index, double loss_scale,
   const int64_t G = cfg_.train_batch_size, T = cfg_.model.block_size;
   // Note [sequence-length warm-up]: a step at a shorter length trains r = T / len times as many
   // sequences of len tokens: the same tokens, so the loss normalisation and data position hold.
-  const int len = seq_len_at(cfg_, step_index + 1);
+  // evaluate() measures at full length, so its losses compare across the warm-up.
+  const int len = backward ? seq_len_at(cfg_, step_index + 1) : static_cast<int>(T);
   const int64_t pieces = T / len;
   ZT_RETURN_IF_ERROR(model_->set_sequence(static_cast<int>(B * pieces), len));
   const int64_t W = comm_.world_size(), r = comm_.rank();

@@ -8,6 +8,8 @@
 #include <set>
 #include <tuple>
 
+#include "runtime/backend/backend.h"
+#include "runtime/train/trainer.h"
 #include "tests/cpu/test_util.h"
 
 namespace zt {
@@ -78,6 +80,35 @@ TEST_F(AutoPlan, KeysNotAutoStayAsConfigured) {
   }
 }
 
+// A fixed micro-batch with stage: auto: the accumulation the config implies is kept (a plan with
+// accumulation 1 would quietly shrink the global batch).
+TEST_F(AutoPlan, AFixedMicroBatchKeepsTheGlobalBatch) {
+  JobConfig c = all_auto();
+  c.autos.micro_batch = false;
+  c.train_batch_size = 32;
+  c.train_micro_batch_size_per_gpu = 4;
+  c.memory_budget = int64_t{1} << 40;
+  ASSERT_TRUE(resolve_batch_sizes(c, 2).is_ok());
+  auto d = resolve_auto(c, 2, {}, {});
+  ASSERT_TRUE(d.is_ok()) << d.status().message();
+  EXPECT_EQ(c.train_batch_size, 32);
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 4);
+  EXPECT_EQ(c.gradient_accumulation_steps, 4);
+}
+
+// Outside a coordinator nothing resolves `auto`: the trainer refuses instead of running stage 0.
+TEST_F(AutoPlan, TrainerRefusesUnresolvedAuto) {
+  JobConfig c = all_auto();
+  c.autos.micro_batch = false;
+  c.train_micro_batch_size_per_gpu = 8;
+  c.gradient_accumulation_steps = 2;
+  auto backend = make_cpu_backend();
+  auto t = Trainer::create(c, *backend);
+  ASSERT_FALSE(t.is_ok());
+  EXPECT_NE(t.status().message().find("zero_optimization.stage"), std::string::npos)
+      << t.status().message();
+}
+
 TEST_F(AutoPlan, AmpleBudgetChoosesTheFastest) {
   JobConfig c = all_auto();
   c.memory_budget = int64_t{1} << 40;
@@ -127,7 +158,10 @@ TEST_F(AutoPlan, ChoosesTheFastestThatFitsForEveryBudget) {
 // A budget below everything stages 0-2 can do without offload, but above stage 3's smallest:
 // the planner must go to stage 3 (or offload).
 TEST_F(AutoPlan, ABudgetStagesZeroToTwoCannotMeetForcesStageThree) {
-  const JobConfig base = all_auto();
+  // One sequence per rank and step: no accumulation, whose reductions in flight between
+  // micro-batches would cost stage 3 (with overlap_comm) more than its sharded parameters save.
+  JobConfig base = all_auto();
+  base.train_batch_size = 4;
   auto all = evaluate_plans(base, 4, {}, {});
   ASSERT_TRUE(all.is_ok());
   int64_t min_low = INT64_MAX, min_high = INT64_MAX;
