@@ -87,7 +87,13 @@ TOP_INT=$!
 "$ZTCTL" top --run-dir "$T/main" --interval 0.2 > "$T/top_end.txt" 2>&1 &
 TOP_END=$!
 PIDS+=("$TOP_INT" "$TOP_END")
-sleep 1.5
+# SIGINT only once top has refreshed twice: a background command of a non-interactive shell
+# starts with SIGINT ignored, so a signal sent before ztctl installs its handler is lost (a loaded
+# CI machine once took longer than a fixed 1.5 s to get there).
+for _ in $(seq 1 300); do
+  [[ $(grep -c "^ztctl top " "$T/top_int.txt" || true) -ge 2 ]] && break
+  sleep 0.1
+done
 kill -INT $TOP_INT
 wait_exit $TOP_INT 10; [[ $RC == 0 ]] || fail "top exited $RC on SIGINT"
 [[ $(grep -c "^ztctl top " "$T/top_int.txt") -ge 2 ]] || fail "top refreshed less than twice"
