@@ -308,21 +308,16 @@ MemoryBudget Coordinator::budget_from_workers() const {
 }
 
 Status Coordinator::send_plans() {
-  MemoryBudget budget = budget_from_workers();
-  // Batch sizes first: `auto` keeps the train_batch_size this resolves.
+  const MemoryBudget budget = budget_with_config(cfg_, budget_from_workers());
+  // Batch sizes first: `auto` keeps the train_batch_size this resolves (and sets the others).
   ZT_RETURN_IF_ERROR(resolve_batch_sizes(cfg_, world_));
   if (cfg_.autos.any()) {
     ZT_ASSIGN_OR_RETURN(AutoDecision d, resolve_auto(cfg_, world_, budget, {}));
     plan_notes_ = d.reasons;
-    ZT_RETURN_IF_ERROR(resolve_batch_sizes(cfg_, world_));
   }
   // Every plan gets its memory estimate (the estimator `auto` uses), against what the workers
   // reported or memory_budget: a plan over it is worth a warning before the first step, not an
   // error — the reports are what was free at registration, not a hard limit.
-  if (cfg_.memory_budget > 0) {
-    budget.device_bytes = cfg_.memory_budget;
-    budget.source = "memory_budget in the config";
-  }
   if (auto est = estimate_memory_max(cfg_, world_); est.is_ok()) {
     const bool cpu = cfg_.backend == BackendKind::kCpu;
     const int64_t need = est->device_total() + (cpu ? est->host_total() : 0);

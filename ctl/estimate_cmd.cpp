@@ -7,8 +7,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/model/gpt2_params.h"
 #include "runtime/plan/auto_plan.h"
-#include "runtime/zero/partition_plan.h"
 
 namespace zt::ctl {
 namespace {
@@ -22,9 +22,9 @@ nlohmann::json category_json(const CategoryBytes& b) {
 
 nlohmann::json choice_json(const PlanChoice& c) {
   return {{"stage", c.stage},
-          {"offload_optimizer", offload_name(c.offload_optimizer)},
-          {"offload_param", offload_name(c.offload_param)},
-          {"policy", policy_name(c.policy)},
+          {"offload_optimizer", std::string(offload_device_name(c.offload_optimizer))},
+          {"offload_param", std::string(offload_device_name(c.offload_param))},
+          {"policy", std::string(checkpoint_policy_name(c.policy))},
           {"every_n", c.every_n},
           {"micro_batch", c.micro_batch},
           {"accumulation", c.accumulation}};
@@ -32,15 +32,15 @@ nlohmann::json choice_json(const PlanChoice& c) {
 
 std::string offload_text(const PlanChoice& c) {
   if (c.offload_optimizer == OffloadDevice::kNone) return "-";
-  std::string s = fmt::format("opt:{}", offload_name(c.offload_optimizer));
+  std::string s = fmt::format("opt:{}", offload_device_name(c.offload_optimizer));
   if (c.offload_param != OffloadDevice::kNone)
-    s += fmt::format("+par:{}", offload_name(c.offload_param));
+    s += fmt::format("+par:{}", offload_device_name(c.offload_param));
   return s;
 }
 
 std::string policy_text(const PlanChoice& c) {
   if (c.policy == CheckpointPolicy::kEveryN) return fmt::format("every_{}", c.every_n);
-  return policy_name(c.policy);
+  return std::string(checkpoint_policy_name(c.policy));
 }
 
 }  // namespace
@@ -76,9 +76,7 @@ int run_estimate(const EstimateArgs& args, std::ostream& out, std::ostream& err)
   auto evaluated = evaluate_plans(cfg, args.world, budget, opt, /*every_combination=*/true);
   if (!evaluated.is_ok()) return fail(evaluated.status().to_string());
   const std::vector<PlanCandidate>& plans = evaluated.value();
-  auto plan0 = make_partition_plan(cfg.model, ZeroConfig{}, 1);
-  if (!plan0.is_ok()) return fail(plan0.status().to_string());
-  const int64_t params = plan0->layout.num_parameters;
+  const int64_t params = make_param_layout(gpt2_param_inventory(cfg.model)).num_parameters;
   const bool budgeted = budget.device_bytes > 0 || budget.host_bytes > 0;
 
   // What `auto` would do with the config's own `auto` keys (or, without any, the fastest row).

@@ -1547,6 +1547,9 @@ std::string to_yaml(const JobConfig& c) {
   return y;
 }
 
+std::string_view offload_device_name(OffloadDevice d) { return choice_name(kOffloadDevices, d); }
+std::string_view checkpoint_policy_name(CheckpointPolicy p) { return choice_name(kPolicies, p); }
+
 int seq_len_at(const JobConfig& cfg, int64_t step) {
   for (const SeqLenStage& st : cfg.data.seq_len_schedule)
     if (step <= st.until_step) return st.seq_len;

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 #include <string>
-
+#include <string_view>
 #include <vector>
 
 #include "runtime/core/status.h"
@@ -243,6 +243,11 @@ Result<JobConfig> load_job_config(const std::string& path);
 Result<int64_t> parse_byte_size(const std::string& text, const std::string& what);
 // 1.50 GiB, 12.0 MiB, 512 B: for tables and messages.
 std::string bytes_text(int64_t bytes);
+
+// The config's own spellings ("none", "cpu", "nvme"; "none", "layer", "every_n", "selective"), for
+// messages and tables that should read like the config.
+std::string_view offload_device_name(OffloadDevice d);
+std::string_view checkpoint_policy_name(CheckpointPolicy p);
 
 // The sequence length optimizer step `step` (1-based) trains on: data.seq_len_schedule's, else
 // model.block_size.

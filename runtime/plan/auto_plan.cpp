@@ -7,40 +7,15 @@
 
 namespace zt {
 
-const char* offload_name(OffloadDevice d) {
-  switch (d) {
-    case OffloadDevice::kNone:
-      return "none";
-    case OffloadDevice::kCpu:
-      return "cpu";
-    case OffloadDevice::kNvme:
-      return "nvme";
-  }
-  return "?";
-}
-
-const char* policy_name(CheckpointPolicy p) {
-  switch (p) {
-    case CheckpointPolicy::kNone:
-      return "none";
-    case CheckpointPolicy::kLayer:
-      return "layer";
-    case CheckpointPolicy::kEveryN:
-      return "every_n";
-    case CheckpointPolicy::kSelective:
-      return "selective";
-  }
-  return "?";
-}
-
 std::string PlanChoice::describe() const {
   std::string s = fmt::format("stage {}", stage);
   s += offload_optimizer == OffloadDevice::kNone
            ? ", optimizer state on the device"
-           : fmt::format(", optimizer state offloaded to {}", offload_name(offload_optimizer));
+           : fmt::format(", optimizer state offloaded to {}",
+                         offload_device_name(offload_optimizer));
   if (offload_param != OffloadDevice::kNone)
-    s += fmt::format(", parameters offloaded to {}", offload_name(offload_param));
-  s += fmt::format(", checkpointing {}", policy_name(policy));
+    s += fmt::format(", parameters offloaded to {}", offload_device_name(offload_param));
+  s += fmt::format(", checkpointing {}", checkpoint_policy_name(policy));
   if (policy == CheckpointPolicy::kEveryN) s += fmt::format(" (n={})", every_n);
   s += fmt::format(", micro-batch {} x {} accumulation", micro_batch, accumulation);
   return s;
@@ -200,12 +175,17 @@ Result<std::vector<PlanCandidate>> evaluate_plans(const JobConfig& cfg, int worl
   return out;
 }
 
-Result<AutoDecision> resolve_auto(JobConfig& cfg, int world, MemoryBudget budget,
-                                  const EstimateOptions& options) {
+MemoryBudget budget_with_config(const JobConfig& cfg, MemoryBudget reported) {
   if (cfg.memory_budget > 0) {
-    budget.device_bytes = cfg.memory_budget;
-    budget.source = "memory_budget in the config";
+    reported.device_bytes = cfg.memory_budget;
+    reported.source = "memory_budget in the config";
   }
+  return reported;
+}
+
+Result<AutoDecision> resolve_auto(JobConfig& cfg, int world, MemoryBudget reported,
+                                  const EstimateOptions& options) {
+  const MemoryBudget budget = budget_with_config(cfg, std::move(reported));
   if (budget.device_bytes <= 0)
     return make_error(StatusCode::kInvalidArgument,
                       "`auto` needs a memory budget: set memory_budget in the config (bytes per "

@@ -39,6 +39,9 @@ struct MemoryBudget {
   std::string source;        // where the numbers came from, for the reasons
 };
 
+// `reported` with the config's memory_budget, when it has one, in place of the device budget.
+MemoryBudget budget_with_config(const JobConfig& cfg, MemoryBudget reported);
+
 struct PlanChoice {
   int stage = 0;
   OffloadDevice offload_optimizer = OffloadDevice::kNone;
@@ -61,9 +64,6 @@ struct PlanCandidate {
   bool fits = true;            // within the budget (true when the budget is unknown)
   std::string why_not;         // when it does not fit
 };
-
-const char* offload_name(OffloadDevice d);  // "none", "cpu", "nvme"
-const char* policy_name(CheckpointPolicy p);
 
 // The combinations the config leaves open (its `auto` keys), or with `every_combination` all of
 // stage x offload x policy at the config's micro-batch (ztctl estimate's table; a micro-batch

@@ -339,15 +339,20 @@ SideState side_state(const OptimizerConfig& o, const ParamLayout& layout,
 
 }  // namespace
 
-Result<MemoryEstimate> estimate_memory(const JobConfig& cfg, int world, int rank,
-                                       const EstimateOptions& options) {
-  if (world < 1 || rank < 0 || rank >= world)
-    return make_error(StatusCode::kInvalidArgument, "rank {} of a world of {}", rank, world);
+namespace {
+
+// The plan every rank shares, after the checks both entry points need.
+Result<PartitionPlan> plan_for_estimate(const JobConfig& cfg, int world) {
+  if (world < 1) return make_error(StatusCode::kInvalidArgument, "a world of {} ranks", world);
   if (cfg.train_micro_batch_size_per_gpu <= 0)
     return make_error(StatusCode::kInvalidArgument,
                       "train_micro_batch_size_per_gpu is not resolved (got {})",
                       cfg.train_micro_batch_size_per_gpu);
-  ZT_ASSIGN_OR_RETURN(const PartitionPlan plan, make_partition_plan(cfg.model, cfg.zero, world));
+  return make_partition_plan(cfg.model, cfg.zero, world);
+}
+
+MemoryEstimate estimate_rank(const JobConfig& cfg, const PartitionPlan& plan, int rank,
+                             const EstimateOptions& options) {
   const int stage = plan.stage;
   const int64_t d = cfg.bf16.enabled || cfg.fp16.enabled ? 2 : 4;
   const bool fp32 = d == 4;
@@ -468,11 +473,22 @@ Result<MemoryEstimate> estimate_memory(const JobConfig& cfg, int world, int rank
   return e;
 }
 
+}  // namespace
+
+Result<MemoryEstimate> estimate_memory(const JobConfig& cfg, int world, int rank,
+                                       const EstimateOptions& options) {
+  if (rank < 0 || rank >= world)
+    return make_error(StatusCode::kInvalidArgument, "rank {} of a world of {}", rank, world);
+  ZT_ASSIGN_OR_RETURN(const PartitionPlan plan, plan_for_estimate(cfg, world));
+  return estimate_rank(cfg, plan, rank, options);
+}
+
 Result<MemoryEstimate> estimate_memory_max(const JobConfig& cfg, int world,
                                            const EstimateOptions& options) {
+  ZT_ASSIGN_OR_RETURN(const PartitionPlan plan, plan_for_estimate(cfg, world));
   MemoryEstimate out;
   for (int r = 0; r < world; ++r) {
-    ZT_ASSIGN_OR_RETURN(const MemoryEstimate e, estimate_memory(cfg, world, r, options));
+    const MemoryEstimate e = estimate_rank(cfg, plan, r, options);
     for (size_t c = 0; c < kNumMemCategories; ++c) {
       out.device[c] = std::max(out.device[c], e.device[c]);
       out.host[c] = std::max(out.host[c], e.host[c]);

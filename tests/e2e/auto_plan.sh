@@ -63,15 +63,7 @@ PY
 echo "memory_budget: $BUDGET" >> "$T/job.yaml"
 
 # 2. The job.
-"$COORD" --config "$T/job.yaml" --run-dir "$T/run" --world 2 > "$T/coord.txt" 2>&1 &
-CPID=$!
-PIDS+=("$CPID")
-for _ in $(seq 1 100); do [[ -s $T/run/coordinator.endpoint ]] && break; sleep 0.1; done
-[[ -s $T/run/coordinator.endpoint ]] || fail "no endpoint file"
-mpirun -np 2 --oversubscribe "$WORKER" --coordinator "$(cat "$T/run/coordinator.endpoint")" \
-  --run-dir "$T/run" > "$T/workers.txt" 2>&1 &
-MPID=$!
-PIDS+=("$MPID")
+start_coordinator_job "$T/job.yaml" "$T/run" 2
 wait_metrics "$T/run"
 "$ZTCTL" status --run-dir "$T/run" > "$T/status.txt" 2>&1 || fail "ztctl status exited $?"
 grep -q "auto (zero_optimization.stage, train_micro_batch_size_per_gpu, activation_checkpointing.policy): chose" \

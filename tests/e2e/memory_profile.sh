@@ -47,15 +47,7 @@ activation_checkpointing: {policy: layer}
 comm: {heartbeat_timeout_s: 10, heartbeat_interval_s: 0.3}
 YAML
 RUN=$T/run
-"$COORD" --config "$T/job.yaml" --run-dir "$RUN" --world 2 > "$T/coord.txt" 2>&1 &
-CPID=$!
-PIDS+=("$CPID")
-for _ in $(seq 1 100); do [[ -s $RUN/coordinator.endpoint ]] && break; sleep 0.1; done
-[[ -s $RUN/coordinator.endpoint ]] || fail "no endpoint file"
-mpirun -np 2 --oversubscribe "$WORKER" --coordinator "$(cat "$RUN/coordinator.endpoint")" \
-  --run-dir "$RUN" > "$T/workers.txt" 2>&1 &
-MPID=$!
-PIDS+=("$MPID")
+start_coordinator_job "$T/job.yaml" "$RUN" 2
 wait_exit $MPID 180; [[ $RC == 0 ]] || fail "workers exited $RC"
 wait_exit $CPID 30; [[ $RC == 0 ]] || fail "coordinator exited $RC"
 

@@ -14,3 +14,19 @@ wait_exit() {
   timeout "$limit" tail --pid="$pid" -f /dev/null || fail "pid $pid still running after $limit s"
   wait "$pid" || RC=$?
 }
+
+# start_coordinator_job CONFIG RUN_DIR NP: zt-coordinator (--world NP) and `mpirun -np NP
+# zt-worker` in the background, output in RUN_DIR.coord.txt / RUN_DIR.workers.txt; sets CPID and
+# MPID and adds both to PIDS. The sourcing script sets COORD and WORKER.
+start_coordinator_job() {
+  local config=$1 run=$2 np=$3
+  "$COORD" --config "$config" --run-dir "$run" --world "$np" > "$run.coord.txt" 2>&1 &
+  CPID=$!
+  PIDS+=("$CPID")
+  for _ in $(seq 1 100); do [[ -s $run/coordinator.endpoint ]] && break; sleep 0.1; done
+  [[ -s $run/coordinator.endpoint ]] || fail "no endpoint file in $run"
+  mpirun -np "$np" --oversubscribe "$WORKER" --coordinator "$(cat "$run/coordinator.endpoint")" \
+    --run-dir "$run" > "$run.workers.txt" 2>&1 &
+  MPID=$!
+  PIDS+=("$MPID")
+}
